@@ -1,0 +1,36 @@
+# Two entry points: `make demo` (the local stack with a live demo channel) and
+# `make test` (the whole suite). Both do all set-up on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup system-deps lint clean
+
+demo: setup
+	$(BIN)/livemesh demo
+
+test: setup system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Real clients the tests drive (ffprobe/ffmpeg). Installed from Debian's packages when missing.
+system-deps:
+	@command -v ffprobe >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq ffmpeg >/dev/null; }
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy livemesh live edge services
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""The cache node: edge and shield tiers in front of the origin."""

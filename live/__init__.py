@@ -1,0 +1,1 @@
+"""The live data plane: source, encode, package, manifest state, MPD and origin."""

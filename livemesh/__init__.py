@@ -1,0 +1,1 @@
+"""livemesh: the command line, process supervision and what every plane shares."""

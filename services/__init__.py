@@ -1,0 +1,1 @@
+"""The control plane: gRPC services, the HTTP/JSON gateway and the resilience layer."""
