@@ -1,0 +1,41 @@
+"""The ``livemesh`` command: one sub-command per process the stack runs.
+
+Each component owns its entry point as ``main(argv) -> int`` in its own module;
+this table only names them, so adding a process is one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help)
+    "demo": ("livemesh.stack", "run the local stack with a live demo channel"),
+    "origin": ("live.origin", "serve LL-DASH from the manifest state in Redis"),
+    "channel": ("live.channel", "run a live channel: source, ABR encode, CMAF package"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: livemesh <command> [options]", "", "commands:"]
+    lines += [f"  {name:<12} {help_}" for name, (_mod, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"livemesh: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    result: int = module.main(rest)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
