@@ -156,7 +156,13 @@ class ChannelStore:
             await pipe.execute()
 
     async def publish_chunk(
-        self, epoch: Epoch, rep: str, segment: int, chunk: int, data: bytes, last: bool,
+        self,
+        epoch: Epoch,
+        rep: str,
+        segment: int,
+        chunk: int,
+        data: bytes,
+        last: bool,
         window_s: int,
     ) -> None:
         """Store one chunk and announce it, atomically."""
@@ -179,8 +185,25 @@ class ChannelStore:
             await pipe.execute()
 
     async def end_epoch(self, epoch: Epoch) -> None:
-        """Mark the channel as off air; the epoch's media stays until its TTL."""
-        await self.redis.delete(self.keys.epoch)
+        """Take the channel off air: every rendition's last segment is final as it stands.
+
+        The epoch's media stays readable until its TTL; readers waiting on a segment
+        that will never grow are woken by a closing event.
+        """
+        pos_key = self.keys.position(epoch.id)
+        positions = await self.redis.hgetall(pos_key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for rep, raw in positions.items():
+                final = Position.decode(raw)
+                pipe.hset(pos_key, rep, Position(final.segment, final.chunk, True).encode())
+                pipe.xadd(
+                    self.keys.events,
+                    {"e": epoch.id, "r": rep, "n": final.segment, "k": final.chunk, "l": 1},
+                    maxlen=EVENT_STREAM_LENGTH,
+                    approximate=True,
+                )
+            pipe.delete(self.keys.epoch)
+            await pipe.execute()
 
     # -- reader side (origin, MPD) ----------------------------------------------------
 

@@ -1,0 +1,227 @@
+"""A live channel run: paced source → ABR ladder encoders → CMAF packagers → Redis.
+
+The blocking PyAV work runs in one worker thread (as aiortc runs its codecs);
+finished chunks cross to the event loop through a bounded queue and are
+published to Redis in order, one MULTI each.  If the machine cannot keep up,
+the lag is logged and counted, late frames are skipped (the timeline keeps its
+timestamps, the next segment still starts on a keyframe) and nothing queues up
+without bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from prometheus_client import Counter, Gauge
+
+from live.encode import AudioEncoder, EncodedUnit, RenditionEncoder, VideoEncoder
+from live.ladder import ChannelConfig
+from live.package import Chunk, ChunkPackager
+from live.source import AAC_FRAME_SAMPLES, TestPattern, Tone
+from live.state import ChannelStore, Epoch
+from live.timing import UnitClock
+from livemesh import clock
+
+log = logging.getLogger("livemesh.channel")
+
+LATE_FRAMES = Counter(
+    "livemesh_encoder_late_frames",
+    "Source frames skipped because the encoder fell behind",
+    ["channel"],
+)
+ENCODER_LAG = Gauge(
+    "livemesh_encoder_lag_seconds", "How far the encoder is behind real time", ["channel"]
+)
+CHUNKS_PUBLISHED = Counter(
+    "livemesh_chunks_published", "CMAF chunks stored in Redis", ["channel", "rep"]
+)
+
+QUEUED_SEGMENTS = 2  # chunks in flight between encoder and Redis, in segments' worth
+
+HandOver = Callable[[str, Chunk], None]
+
+
+@dataclass
+class Rendition:
+    """An encoder and the packager that cuts its output."""
+
+    encoder: RenditionEncoder
+    packager: ChunkPackager
+
+
+class LiveChannel:
+    """Runs one epoch of a channel until ``stop`` is called."""
+
+    def __init__(self, config: ChannelConfig, store: ChannelStore) -> None:
+        self.config = config
+        self.store = store
+        self.timeline = config.timeline
+        self._stopping = threading.Event()
+        self.epoch: Epoch | None = None
+        self.started = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Encode and publish until stopped; the epoch's media stays for its window."""
+        start_ms = clock.now_ms()
+        video, audio = await asyncio.to_thread(self._open_renditions, start_ms)
+        self.epoch = Epoch(
+            id=str(start_ms),
+            start_ms=start_ms,
+            representations=tuple(r.encoder.representation for r in [*video, audio]),
+        )
+        inits = {r.encoder.representation.id: r.encoder.init_segment for r in [*video, audio]}
+        await self.store.put_config(self.config)
+        await self.store.start_epoch(self.epoch, inits, self.config.window_s)
+        log.info("channel %s: epoch %s on air", self.config.name, self.epoch.id)
+        self.started.set()
+
+        queue: asyncio.Queue[tuple[str, Chunk] | None] = asyncio.Queue(
+            maxsize=QUEUED_SEGMENTS * self.timeline.chunks_per_segment * (len(video) + 1)
+        )
+        publisher = asyncio.create_task(self._publish(queue))
+        loop = asyncio.get_running_loop()
+
+        def hand_over(rep: str, chunk: Chunk) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put((rep, chunk)), loop).result()
+
+        try:
+            await asyncio.to_thread(self._encode_loop, video, audio, hand_over)
+        finally:
+            await queue.put(None)
+            await publisher
+            await self.store.end_epoch(self.epoch)
+            log.info("channel %s: epoch %s off air", self.config.name, self.epoch.id)
+
+    def _open_renditions(self, start_ms: int) -> tuple[list[Rendition], Rendition]:
+        segment_frames = self.timeline.segment_ms * self.config.frame_rate // 1000
+
+        def rendition(encoder: RenditionEncoder) -> Rendition:
+            unit_clock = UnitClock(self.timeline, encoder.units_per_second)
+            packager = ChunkPackager(unit_clock, encoder.track, encoder.unit_duration, start_ms)
+            return Rendition(encoder, packager)
+
+        video = [
+            rendition(VideoEncoder(r, self.config.frame_rate, segment_frames))
+            for r in self.config.video
+        ]
+        return video, rendition(AudioEncoder(self.config.audio))
+
+    def _encode_loop(self, video: list[Rendition], audio: Rendition, hand_over: HandOver) -> None:
+        """Paced to the wall clock: frame ``i`` is captured at ``start + i / fps``."""
+        assert self.epoch is not None
+        top = self.config.video[0]
+        pattern = TestPattern(
+            top.width,
+            top.height,
+            self.config.frame_rate,
+            self.timeline.segment_ms * self.config.frame_rate // 1000,
+        )
+        tone = Tone(self.config.audio.sample_rate, self.config.audio.channels)
+        frame_clock = video[0].packager.clock
+        start_ms, fps = self.epoch.start_ms, self.config.frame_rate
+        index, audio_index, last_segment = 0, 0, -1
+        while not self._stopping.is_set():
+            due_ms = start_ms + index * 1000 // fps
+            index = self._catch_up(index, due_ms)
+            due_ms = start_ms + index * 1000 // fps
+            segment = frame_clock.chunk_of(index)[0]
+            frame = pattern.frame(index, due_ms)
+            for rendition in video:
+                self._package(
+                    rendition,
+                    rendition.encoder.encode(frame, keyframe=segment != last_segment),
+                    hand_over,
+                )
+            last_segment = segment
+            # audio up to the end of this video frame
+            while (
+                audio_index * AAC_FRAME_SAMPLES * fps < (index + 1) * self.config.audio.sample_rate
+            ):
+                self._package(audio, audio.encoder.encode(tone.frame(audio_index)), hand_over)
+                audio_index += 1
+            index += 1
+        for rendition in [*video, audio]:
+            for chunk in rendition.packager.flush():
+                hand_over(rendition.encoder.representation.id, chunk)
+
+    def _catch_up(self, index: int, due_ms: int) -> int:
+        """Wait for frame ``index``'s capture time; skip ahead if we are a chunk late."""
+        lag_ms = clock.now_ms() - due_ms
+        ENCODER_LAG.labels(self.config.name).set(max(0, lag_ms) / 1000)
+        if lag_ms < 0:
+            self._stopping.wait(-lag_ms / 1000)  # pacing the source to the wall clock
+            return index
+        if lag_ms <= self.timeline.chunk_ms:
+            return index
+        skip = lag_ms * self.config.frame_rate // 1000
+        LATE_FRAMES.labels(self.config.name).inc(skip)
+        log.warning(
+            "channel %s: encoder %d ms behind real time, skipping %d frames",
+            self.config.name,
+            lag_ms,
+            skip,
+        )
+        return index + skip
+
+    @staticmethod
+    def _package(rendition: Rendition, units: list[EncodedUnit], hand_over: HandOver) -> None:
+        rep = rendition.encoder.representation.id
+        for unit in units:
+            for chunk in rendition.packager.add(unit):
+                hand_over(rep, chunk)
+
+    async def _publish(self, queue: asyncio.Queue[tuple[str, Chunk] | None]) -> None:
+        assert self.epoch is not None
+        while (item := await queue.get()) is not None:
+            rep, chunk = item
+            await self.store.publish_chunk(
+                self.epoch,
+                rep,
+                chunk.segment,
+                chunk.chunk,
+                chunk.data,
+                chunk.last,
+                self.config.window_s,
+            )
+            CHUNKS_PUBLISHED.labels(self.config.name, rep).inc()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="livemesh channel", description="run a live channel")
+    parser.add_argument("name", help="channel name, e.g. demo")
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL"), required=not os.environ.get("REDIS_URL")
+    )
+    parser.add_argument("--segment-ms", type=int, default=2000)
+    parser.add_argument("--chunk-ms", type=int, default=200)
+    parser.add_argument("--window-s", type=int, default=60)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = ChannelConfig(
+        args.name, segment_ms=args.segment_ms, chunk_ms=args.chunk_ms, window_s=args.window_s
+    )
+    asyncio.run(_run(config, args.redis_url))
+    return 0
+
+
+async def _run(config: ChannelConfig, redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    channel = LiveChannel(config, ChannelStore(redis, config.name))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, channel.stop)
+    try:
+        await channel.run()
+    finally:
+        await redis.aclose()
