@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint clean
+.PHONY: demo test setup system-deps lint clean protos proto-check
 
 demo: setup
 	$(BIN)/livemesh demo
 
-test: setup system-deps
+test: setup system-deps proto-check
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -27,6 +27,15 @@ system-deps:
 	@command -v ffprobe >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq ffmpeg >/dev/null; }
+
+# The API: protos/ is the only source; stubs are generated, and CI fails when they are stale.
+protos: setup
+	scripts/gen_protos.sh
+
+proto-check: setup
+	$(BIN)/buf lint
+	scripts/buf_breaking.sh
+	scripts/gen_protos.sh --check
 
 lint: setup
 	$(BIN)/ruff check .
