@@ -1,0 +1,204 @@
+"""The LL-DASH manifest of a live channel: a pure function of state, config and time.
+
+:func:`live_mpd` builds the MPD element tree and :func:`write_mpd` serialises it
+(livesim2 keeps ``LiveMPD`` and ``writeLiveMPD`` apart the same way), so tests can
+inspect the tree and the origin only ever sends text.
+
+The timing follows DESIGN.md §3: media time 0 is the epoch's start (the MPD's
+``availabilityStartTime``), segment ``n`` covers ``[n·D, (n+1)·D)`` and is addressed
+by ``$Number$`` from 0, and a segment may be requested ``D - C`` before it is
+complete (``availabilityTimeOffset``), because the origin streams it chunk by chunk.
+Child elements are appended in the order the MPEG-DASH schema's sequences demand.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from lxml import etree
+
+from live.ladder import ChannelConfig
+from live.state import Epoch, Representation
+
+MPD_NAMESPACE = "urn:mpeg:dash:schema:mpd:2011"
+PROFILES = "urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019"
+UTC_TIMING_SCHEME = "urn:mpeg:dash:utc:http-iso:2014"
+AUDIO_CHANNELS_SCHEME = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
+# The ladder carries no language; "und" is ISO 639-2 for "undetermined".
+AUDIO_LANGUAGE = "und"
+# One producer clock (the encoder's) for every AdaptationSet, so one id serves all
+# and ServiceDescription's Latency@referenceId names it.
+PRODUCER_REFERENCE_ID = 0
+# Catch-up speeds a player may use to hold the target latency (DVB-DASH's usual ±4 %).
+PLAYBACK_RATE_MIN = 0.96
+PLAYBACK_RATE_MAX = 1.04
+# Timescale of an AdaptationSet whose Representations disagree on theirs: milliseconds,
+# the unit of the timing model, in which every D and C is whole.
+FALLBACK_TIMESCALE = 1000
+_EPOCH_ZERO = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_utc(ms: int) -> str:
+    """UTC wall-clock ``ms`` as ISO 8601 with milliseconds and ``Z`` (xs:dateTime, http-iso)."""
+    stamp = _EPOCH_ZERO + timedelta(milliseconds=ms)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds(ms: int) -> str:
+    """``ms`` as a decimal number of seconds with no trailing zeros (``1800`` -> ``"1.8"``)."""
+    return format(Decimal(ms).scaleb(-3).normalize(), "f")
+
+
+def duration(ms: int) -> str:
+    """``ms`` as an xs:duration (``200`` -> ``"PT0.2S"``)."""
+    return f"PT{seconds(ms)}S"
+
+
+def _el(parent: etree._Element, tag: str, **attrs: object) -> etree._Element:
+    """A child element in the MPD namespace; attributes given as Python values."""
+    return etree.SubElement(
+        parent, f"{{{MPD_NAMESPACE}}}{tag}", {k: str(v) for k, v in attrs.items()}
+    )
+
+
+def _utc_timing(parent: etree._Element, time_url: str) -> None:
+    _el(parent, "UTCTiming", schemeIdUri=UTC_TIMING_SCHEME, value=time_url)
+
+
+def latency_targets_ms(config: ChannelConfig) -> tuple[int, int, int]:
+    """``(min, target, max)`` live latency: a few chunks, bounded by a few segments.
+
+    The target leaves a player three chunks of buffer (one being produced, one in
+    flight, one playing); below two it would stall on any jitter; beyond three
+    segments it is no longer a low-latency stream and the player should jump back.
+    """
+    return 2 * config.chunk_ms, 3 * config.chunk_ms, 3 * config.segment_ms
+
+
+def _service_description(mpd: etree._Element, config: ChannelConfig) -> None:
+    low, target, high = latency_targets_ms(config)
+    service = _el(mpd, "ServiceDescription", id=0)
+    _el(service, "Latency", referenceId=PRODUCER_REFERENCE_ID, target=target, min=low, max=high)
+    _el(service, "PlaybackRate", min=PLAYBACK_RATE_MIN, max=PLAYBACK_RATE_MAX)
+
+
+def _set_timescale(reps: list[Representation], config: ChannelConfig) -> int:
+    """The Representations' common timescale when D and C are whole in it, else ms."""
+    scales = {r.timescale for r in reps}
+    if len(scales) == 1:
+        (scale,) = scales
+        if scale > 0 and (config.chunk_ms * scale) % 1000 == 0:
+            return scale
+    return FALLBACK_TIMESCALE
+
+
+def _adaptation_set(
+    period: etree._Element,
+    set_id: int,
+    kind: str,
+    reps: list[Representation],
+    config: ChannelConfig,
+    epoch: Epoch,
+    time_url: str,
+) -> None:
+    """One AdaptationSet: its LL-DASH descriptors, one SegmentTemplate, its Representations."""
+    attrs: dict[str, object] = {
+        "id": set_id,
+        "contentType": kind,
+        "mimeType": f"{kind}/mp4",
+        "segmentAlignment": "true",
+        "startWithSAP": 1,
+    }
+    if kind == "audio":
+        attrs["lang"] = AUDIO_LANGUAGE
+    else:
+        attrs["maxWidth"] = max(r.width for r in reps)
+        attrs["maxHeight"] = max(r.height for r in reps)
+    adaptation = _el(period, "AdaptationSet", **attrs)
+    timescale = _set_timescale(reps, config)
+
+    # RepresentationBaseType's sequence: ... ProducerReferenceTime, ..., Resync.
+    prt = _el(
+        adaptation,
+        "ProducerReferenceTime",
+        id=PRODUCER_REFERENCE_ID,
+        type="encoder",
+        wallClockTime=iso_utc(epoch.start_ms),
+        presentationTime=0,
+    )
+    _utc_timing(prt, time_url)
+    # Every chunk (moof+mdat) is a point a client may start parsing at; only the
+    # segment's first is a SAP, so the guaranteed type is 0. dT is in the timescale.
+    _el(adaptation, "Resync", type=0, dT=config.chunk_ms * timescale // 1000)
+
+    # AdaptationSetType's own sequence: ..., SegmentTemplate, Representation.
+    _el(
+        adaptation,
+        "SegmentTemplate",
+        timescale=timescale,
+        duration=config.segment_ms * timescale // 1000,
+        startNumber=0,
+        media=f"{epoch.id}/$RepresentationID$/$Number$.m4s",
+        initialization=f"{epoch.id}/$RepresentationID$/init.mp4",
+        availabilityTimeOffset=seconds(config.segment_ms - config.chunk_ms),
+        availabilityTimeComplete="false",
+    )
+    for rep in reps:
+        _representation(adaptation, rep)
+
+
+def _representation(adaptation: etree._Element, rep: Representation) -> None:
+    attrs: dict[str, object] = {"id": rep.id, "bandwidth": rep.bandwidth, "codecs": rep.codecs}
+    if rep.kind == "video":
+        attrs.update(width=rep.width, height=rep.height, frameRate=rep.frame_rate, sar="1:1")
+    else:
+        attrs["audioSamplingRate"] = rep.sample_rate
+    element = _el(adaptation, "Representation", **attrs)
+    if rep.kind == "audio":
+        _el(
+            element,
+            "AudioChannelConfiguration",
+            schemeIdUri=AUDIO_CHANNELS_SCHEME,
+            value=rep.channels,
+        )
+
+
+def live_mpd(config: ChannelConfig, epoch: Epoch, now_ms: int, time_url: str) -> etree._Element:
+    """The MPD of ``epoch`` as published at ``now_ms``; ``time_url`` answers UTCTiming."""
+    mpd = etree.Element(
+        f"{{{MPD_NAMESPACE}}}MPD",
+        nsmap={None: MPD_NAMESPACE},
+        attrib={
+            "profiles": PROFILES,
+            "type": "dynamic",
+            "availabilityStartTime": iso_utc(epoch.start_ms),
+            "publishTime": iso_utc(now_ms),
+            # The MPD of an epoch never changes; re-reading once a segment finds a new one.
+            "minimumUpdatePeriod": duration(config.segment_ms),
+            "timeShiftBufferDepth": duration(config.window_s * 1000),
+            "suggestedPresentationDelay": duration(latency_targets_ms(config)[1]),
+            "minBufferTime": duration(config.segment_ms),
+            "maxSegmentDuration": duration(config.segment_ms),
+        },
+    )
+    # MPDtype's sequence: ServiceDescription, ..., Period, ..., UTCTiming.
+    _service_description(mpd, config)
+    period = _el(mpd, "Period", id=epoch.id, start="PT0S")
+    for set_id, kind in enumerate(("video", "audio"), start=1):
+        reps = [r for r in epoch.representations if r.kind == kind]
+        if reps:
+            _adaptation_set(period, set_id, kind, reps, config, epoch, time_url)
+    _utc_timing(mpd, time_url)
+    return mpd
+
+
+def write_mpd(mpd: etree._Element) -> str:
+    """The MPD as an XML document (UTF-8 declaration, indented for people reading it)."""
+    text: bytes = etree.tostring(mpd, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return text.decode()
+
+
+def render_mpd(config: ChannelConfig, epoch: Epoch, now_ms: int, time_url: str) -> str:
+    """The MPD text of ``epoch`` at ``now_ms`` (DESIGN.md §3)."""
+    return write_mpd(live_mpd(config, epoch, now_ms, time_url))
