@@ -1,0 +1,93 @@
+"""A real channel: PyAV encoders, our packager, a real Redis."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import redis.asyncio as aioredis
+
+from live.cmaf import iter_boxes, read_prft_wallclock_ms, read_tfdt
+from live.state import ChannelStore, ChunkEvent
+from livemesh import clock
+from tests.live_helpers import running_channel, small_config, wait_for_segments
+
+
+async def test_segments_align_across_the_ladder_and_decode(redis: aioredis.Redis) -> None:
+    config = small_config("align")
+    store = ChannelStore(redis, config.name)
+    arrivals: list[tuple[ChunkEvent, int]] = []
+    async with running_channel(store, config) as channel:
+        assert channel.epoch is not None
+        epoch = channel.epoch
+        reps = [r.id for r in epoch.representations]
+        await wait_for_segments(
+            store, epoch.id, reps, count=3, on_event=lambda e: arrivals.append((e, clock.now_ms()))
+        )
+
+    for rep in epoch.representations:
+        init = await store.init_segment(epoch.id, rep.id)
+        assert init is not None
+        for number in range(3):
+            chunks, position = await store.chunks(epoch.id, rep.id, number)
+            assert position is not None and position.has_complete(number)
+            assert len(chunks) == config.timeline.chunks_per_segment
+            media = b"".join(chunks)
+            assert next(iter_boxes(media)).type == b"styp"
+            start = read_tfdt(media) / rep.timescale
+            if rep.kind == "video":
+                # every rung's segment n starts with a keyframe at exactly n * D
+                assert start == number * config.segment_ms / 1000
+                with av.open(io.BytesIO(init + media)) as container:
+                    frames = list(container.decode(video=0))
+                assert frames[0].key_frame
+                assert len(frames) == config.segment_ms * config.frame_rate // 1000
+            else:
+                assert abs(start - number * config.segment_ms / 1000) <= 1024 / 48000 / 2 + 1e-9
+                with av.open(io.BytesIO(init + media)) as container:
+                    assert len(list(container.decode(audio=0))) >= 46
+
+
+async def test_chunks_are_published_in_real_time_with_their_capture_clock(
+    redis: aioredis.Redis,
+) -> None:
+    config = small_config("pace")
+    store = ChannelStore(redis, config.name)
+    arrivals: list[tuple[ChunkEvent, int]] = []
+    async with running_channel(store, config) as channel:
+        assert channel.epoch is not None
+        epoch = channel.epoch
+        await wait_for_segments(
+            store,
+            epoch.id,
+            ["v360"],
+            count=2,
+            on_event=lambda e: arrivals.append((e, clock.now_ms())),
+        )
+    video = [(e, t) for e, t in arrivals if e.rep == "v360" and e.epoch == epoch.id]
+    for event, seen_ms in video:
+        due_ms = epoch.start_ms + config.timeline.chunk_available_ms(event.segment, event.chunk)
+        frame_ms = 1000 // config.frame_rate
+        assert seen_ms >= due_ms - frame_ms, "a chunk cannot exist before its media was captured"
+        chunks, _ = await store.chunks(epoch.id, "v360", event.segment, event.chunk)
+        media_ms = config.timeline.chunk_start_ms(event.segment, event.chunk)
+        assert read_prft_wallclock_ms(chunks[0]) == epoch.start_ms + media_ms
+
+
+async def test_a_restart_is_a_new_epoch_and_leaves_old_urls_untouched(
+    redis: aioredis.Redis,
+) -> None:
+    config = small_config("restart")
+    store = ChannelStore(redis, config.name)
+    async with running_channel(store, config) as first:
+        assert first.epoch is not None
+        await wait_for_segments(store, first.epoch.id, ["v360"], count=1)
+    old_bytes, _ = await store.chunks(first.epoch.id, "v360", 0)
+    async with running_channel(store, config) as second:
+        assert second.epoch is not None
+        await wait_for_segments(store, second.epoch.id, ["v360"], count=1)
+    assert second.epoch.id != first.epoch.id
+    assert (await store.current_epoch()) is None  # off air after the stop
+    assert await store.find_epoch(first.epoch.id) == first.epoch
+    again, _ = await store.chunks(first.epoch.id, "v360", 0)
+    assert again == old_bytes
