@@ -1,0 +1,132 @@
+"""Access tokens verified locally (no network hop per call).
+
+Identity signs JWTs with Ed25519 (``EdDSA``) and a ``kid`` header; services keep
+the public keys from ``IdentityService.ListSigningKeys`` and fetch them again only
+when a token names a key they do not know (a rotation), at most once per
+``refresh_interval_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from livemesh.identity.v1 import identity_pb2, identity_pb2_grpc
+from services.common.clients import ChannelFactory
+from services.common.errors import PermissionDenied, Unauthenticated
+
+ISSUER = "livemesh-identity"
+AUDIENCE = "livemesh"
+ALGORITHM = "EdDSA"
+MAX_TOKEN_LENGTH = 4096
+
+KeyLoader = Callable[[], Awaitable[Sequence[identity_pb2.SigningKey]]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    account: str  # accounts/{id}
+    entitlements: tuple[str, ...]
+    key_id: str
+    expires_s: int
+
+    def require_account(self, account: str) -> None:
+        """PERMISSION_DENIED unless ``account`` is the caller's own."""
+        if account != self.account:
+            raise PermissionDenied("the resource belongs to another account")
+
+
+class TokenVerifier:
+    """Verifies access tokens with cached public keys."""
+
+    def __init__(self, load_keys: KeyLoader, refresh_interval_s: float = 1.0) -> None:
+        self._load_keys = load_keys
+        self.refresh_interval_s = refresh_interval_s
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._loaded_at = float("-inf")
+
+    async def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._loaded_at < self.refresh_interval_s:
+            return
+        self._loaded_at = now
+        keys: dict[str, Ed25519PublicKey] = {}
+        for key in await self._load_keys():
+            public = load_pem_public_key(key.public_key_pem.encode())
+            if isinstance(public, Ed25519PublicKey):
+                keys[key.key_id] = public
+        self._keys = keys
+
+    async def verify(self, token: str) -> Principal:
+        """The token's principal; UNAUTHENTICATED when it is malformed, forged or expired."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthenticated("missing or oversized access token")
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed access token") from exc
+        if not isinstance(kid, str):
+            raise Unauthenticated("access token has no key id")
+        if kid not in self._keys:
+            await self._refresh()
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthenticated("access token signed by an unknown key")
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("access token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("invalid access token") from exc
+        entitlements = claims.get("ent", [])
+        if not isinstance(entitlements, list):
+            raise Unauthenticated("invalid access token")
+        return Principal(
+            account=str(claims["sub"]),
+            entitlements=tuple(str(e) for e in entitlements),
+            key_id=kid,
+            expires_s=int(claims["exp"]),
+        )
+
+
+def identity_key_loader(factory: ChannelFactory, target: str) -> KeyLoader:
+    """Loads the public keys from the identity service at ``target``."""
+
+    async def load() -> Sequence[identity_pb2.SigningKey]:
+        stub = factory.stub(identity_pb2_grpc.IdentityServiceStub, target)
+        response = await stub.ListSigningKeys(identity_pb2.ListSigningKeysRequest())
+        return list(response.keys)
+
+    return load
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str:
+    """The token of the call's ``authorization: Bearer …`` metadata; UNAUTHENTICATED if none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise Unauthenticated("authorization must be 'Bearer <token>'")
+    raise Unauthenticated("missing bearer token")
+
+
+async def authenticate(context: grpc.aio.ServicerContext, verifier: TokenVerifier) -> Principal:
+    """The verified principal of the calling viewer."""
+    return await verifier.verify(bearer_token(context))
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """Metadata that forwards a viewer's token to the next hop."""
+    return (("authorization", f"Bearer {token}"),)

@@ -1,0 +1,99 @@
+"""The one way a service reaches another: :class:`ChannelFactory` (DESIGN.md §6).
+
+Every outbound gRPC call goes through a channel made here, so the resilience
+layer (issue 4: deadline propagation, retries, hedging, bulkheads, breakers,
+client-side balancing) is added in this one place, as interceptors and service
+config. Today it guarantees one thing: no call leaves without a deadline.
+Channels belong to one event loop (a grpc.aio fact), so they are cached per loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_STREAM_TIMEOUT_S = 300.0
+
+StubT = TypeVar("StubT")
+
+
+class DeadlineInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
+):
+    """Gives every call that has none a deadline: per method, else the default."""
+
+    def __init__(
+        self,
+        default_s: float = DEFAULT_TIMEOUT_S,
+        stream_default_s: float = DEFAULT_STREAM_TIMEOUT_S,
+        per_method_s: dict[str, float] | None = None,
+    ) -> None:
+        self.default_s = default_s
+        self.stream_default_s = stream_default_s
+        self.per_method_s = dict(per_method_s or {})
+
+    def _details(self, details: grpc.aio.ClientCallDetails, fallback: float) -> Any:
+        if details.timeout is not None:
+            return details
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        timeout = self.per_method_s.get(method, fallback)
+        return grpc.aio.ClientCallDetails(
+            details.method, timeout, details.metadata, details.credentials,
+            details.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await continuation(self._details(client_call_details, self.default_s), request)
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        details = self._details(client_call_details, self.stream_default_s)
+        return await continuation(details, request)
+
+
+class ChannelFactory:
+    """Makes and caches the channels of one process; closing it closes them all."""
+
+    def __init__(
+        self,
+        deadlines: DeadlineInterceptor | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        service_config: dict[str, Any] | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.deadlines = deadlines or DeadlineInterceptor()
+        self.interceptors = list(interceptors)
+        self.service_config = service_config or {"loadBalancingConfig": [{"round_robin": {}}]}
+        self.options = list(options)
+        self._channels: dict[tuple[int, str], grpc.aio.Channel] = {}
+
+    def channel(self, target: str) -> grpc.aio.Channel:
+        """The channel to ``target`` (``host:port`` or any gRPC target) for this event loop."""
+        key = (id(asyncio.get_running_loop()), target)
+        channel = self._channels.get(key)
+        if channel is None:
+            options = [("grpc.service_config", json.dumps(self.service_config)), *self.options]
+            channel = grpc.aio.insecure_channel(
+                target, options=options, interceptors=[self.deadlines, *self.interceptors]
+            )
+            self._channels[key] = channel
+        return channel
+
+    def stub(self, stub_class: Callable[[grpc.aio.Channel], StubT], target: str) -> StubT:
+        """A generated stub on the channel to ``target``."""
+        return stub_class(self.channel(target))
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()

@@ -1,0 +1,1 @@
+"""The service registry: instances register, heartbeat and expire; watchers see changes."""
