@@ -18,6 +18,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
@@ -25,7 +26,7 @@ from prometheus_client import Counter, Gauge
 from live.encode import AudioEncoder, EncodedUnit, RenditionEncoder, VideoEncoder
 from live.ladder import ChannelConfig
 from live.package import Chunk, ChunkPackager
-from live.source import AAC_FRAME_SAMPLES, TestPattern, Tone
+from live.source import AAC_FRAME_SAMPLES, ChannelSource, SyntheticSource, TestPattern, Tone
 from live.state import ChannelStore, Epoch
 from live.timing import UnitClock
 from livemesh import clock
@@ -60,9 +61,12 @@ class Rendition:
 class LiveChannel:
     """Runs one epoch of a channel until ``stop`` is called."""
 
-    def __init__(self, config: ChannelConfig, store: ChannelStore) -> None:
+    def __init__(
+        self, config: ChannelConfig, store: ChannelStore, source: ChannelSource | None = None
+    ) -> None:
         self.config = config
         self.store = store
+        self.source = source or synthetic_source(config)
         self.timeline = config.timeline
         self._stopping = threading.Event()
         self.epoch: Epoch | None = None
@@ -120,14 +124,6 @@ class LiveChannel:
     def _encode_loop(self, video: list[Rendition], audio: Rendition, hand_over: HandOver) -> None:
         """Paced to the wall clock: frame ``i`` is captured at ``start + i / fps``."""
         assert self.epoch is not None
-        top = self.config.video[0]
-        pattern = TestPattern(
-            top.width,
-            top.height,
-            self.config.frame_rate,
-            self.timeline.segment_ms * self.config.frame_rate // 1000,
-        )
-        tone = Tone(self.config.audio.sample_rate, self.config.audio.channels)
         frame_clock = video[0].packager.clock
         start_ms, fps = self.epoch.start_ms, self.config.frame_rate
         index, audio_index, last_segment = 0, 0, -1
@@ -136,7 +132,8 @@ class LiveChannel:
             index = self._catch_up(index, due_ms)
             due_ms = start_ms + index * 1000 // fps
             segment = frame_clock.chunk_of(index)[0]
-            frame = pattern.frame(index, due_ms)
+            frame = self.source.video_frame(index, due_ms)
+            frame.pts, frame.time_base = index, Fraction(1, fps)  # the channel's clock rules
             for rendition in video:
                 self._package(
                     rendition,
@@ -148,7 +145,10 @@ class LiveChannel:
             while (
                 audio_index * AAC_FRAME_SAMPLES * fps < (index + 1) * self.config.audio.sample_rate
             ):
-                self._package(audio, audio.encoder.encode(tone.frame(audio_index)), hand_over)
+                sound = self.source.audio_frame(audio_index)
+                sound.pts = audio_index * AAC_FRAME_SAMPLES
+                sound.time_base = Fraction(1, self.config.audio.sample_rate)
+                self._package(audio, audio.encoder.encode(sound), hand_over)
                 audio_index += 1
             index += 1
         for rendition in [*video, audio]:
@@ -195,6 +195,16 @@ class LiveChannel:
                 self.config.window_s,
             )
             CHUNKS_PUBLISHED.labels(self.config.name, rep).inc()
+
+
+def synthetic_source(config: ChannelConfig) -> SyntheticSource:
+    """The test pattern at the top rung's size, with the channel's audio settings."""
+    top = config.video[0]
+    segment_frames = config.segment_ms * config.frame_rate // 1000
+    return SyntheticSource(
+        TestPattern(top.width, top.height, config.frame_rate, segment_frames),
+        Tone(config.audio.sample_rate, config.audio.channels),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from fractions import Fraction
+from typing import Protocol
 
 import av
 import numpy as np
@@ -18,6 +19,25 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
 AAC_FRAME_SAMPLES = 1024
+
+
+class ChannelSource(Protocol):
+    """Where a channel's pictures and sound come from, pulled on the channel's own clock.
+
+    The channel asks for frame ``index`` when its capture time comes; a source
+    fed by a broadcaster answers with its newest picture (or a slate), so input
+    jitter, gaps and reconnects never disturb the output timeline.
+    """
+
+    def video_frame(self, index: int, captured_ms: int) -> av.VideoFrame:
+        """The picture for output frame ``index``, in the ladder's top-rung size."""
+        ...
+
+    def audio_frame(self, index: int) -> av.AudioFrame:
+        """AAC-sized audio frame ``index`` (samples ``index * 1024 ..``), planar float."""
+        ...
+
+
 BAR_COLOURS = (  # SMPTE-like bars, RGB
     (192, 192, 192),
     (192, 192, 0),
@@ -111,3 +131,16 @@ class Tone:
         frame.pts = first
         frame.time_base = Fraction(1, self.sample_rate)
         return frame
+
+
+class SyntheticSource:
+    """The test pattern and the tone, as a :class:`ChannelSource`."""
+
+    def __init__(self, pattern: TestPattern, tone: Tone) -> None:
+        self.pattern, self.tone = pattern, tone
+
+    def video_frame(self, index: int, captured_ms: int) -> av.VideoFrame:
+        return self.pattern.frame(index, captured_ms)
+
+    def audio_frame(self, index: int) -> av.AudioFrame:
+        return self.tone.frame(index)
