@@ -14,6 +14,8 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
+import redis.asyncio as aioredis
+
 from livemesh.redis_server import EmbeddedRedis
 from services.common.clients import ChannelFactory
 from services.common.server import (
@@ -119,3 +121,8 @@ async def _run(name: str, args: argparse.Namespace, build: Builder, needs_redis:
         await factory.close()
         if embedded is not None:
             embedded.stop()
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    """The control plane's Redis client: replies decoded to ``str``."""
+    return aioredis.Redis.from_url(url, decode_responses=True)
