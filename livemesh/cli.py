@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("livemesh.stack", "run the local stack with a live demo channel"),
     "origin": ("live.origin", "serve LL-DASH from the manifest state in Redis"),
     "channel": ("live.channel", "run a live channel: source, ABR encode, CMAF package"),
+    "edge": ("edge.node", "run an edge or shield cache node (tier set by --parent)"),
 }
 
 

@@ -82,7 +82,13 @@ def test_ranges() -> None:
     assert ranges.parse(b"bytes=90-", 100) == (90, 99)
     assert ranges.parse(b"bytes=-10", 100) == (90, 99)
     assert ranges.parse(b"bytes=50-999999999999", 100) == (50, 99)
-    for ignored in (b"bytes=0-1,5-6", b"items=0-1", b"bytes=9-1", b"bytes=x-", b"bytes=" + b"9" * 40):
+    for ignored in (
+        b"bytes=0-1,5-6",
+        b"items=0-1",
+        b"bytes=9-1",
+        b"bytes=x-",
+        b"bytes=" + b"9" * 40,
+    ):
         assert ranges.parse(ignored, 100) is None
     with pytest.raises(ranges.Unsatisfiable):
         ranges.parse(b"bytes=100-", 100)
@@ -105,7 +111,9 @@ def test_store_is_bounded_by_bytes() -> None:
     for n in range(100):
         store.put(make(f"/k{n}", 60))
         assert store.bytes <= 1000
-    assert store.bytes == sum(f.size for f in [*store.probation.values(), *store.protected.values()])
+    assert store.bytes == sum(
+        f.size for f in [*store.probation.values(), *store.protected.values()]
+    )
     assert len(store) == 16
 
 
