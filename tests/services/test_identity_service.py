@@ -34,7 +34,7 @@ async def test_sign_up_sign_in_verify_locally(
     assert again.account.name == up.account.name
     # the password is stored as an argon2id hash, never in clear
     stored = await redis.hget(f"lm:id:acct:{up.account.name.split('/')[1]}", "pwhash")
-    assert stored is not None and stored.startswith(b"$argon2id$")
+    assert isinstance(stored, bytes) and stored.startswith(b"$argon2id$")
 
     signed_in = await stub.SignIn(pb.SignInRequest(email="ada@example.org",
                                                    password="correct horse battery"))

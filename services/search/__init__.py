@@ -1,0 +1,1 @@
+"""Search: ranked full-text search over the catalog (SQLite FTS5)."""
