@@ -1,0 +1,84 @@
+"""Why the origin refuses a request, as typed errors mapped to HTTP in one place.
+
+Handlers raise these instead of building error responses, so the status code of
+"too early", "expired" or "bad input" is decided once (livesim2 ``errors.go``).
+Every error answer is a short plain-text reason that no cache may keep: what is
+missing at the live edge now may exist a moment later.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
+
+ERROR_CACHE_CONTROL = "max-age=0, no-store"
+
+
+class OriginError(Exception):
+    """A request the origin cannot answer with media; ``reason`` is told to the client."""
+
+    status: ClassVar[int] = 500
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadRequest(OriginError):
+    """The request names something that cannot exist (bad number, bad name)."""
+
+    status = 400
+
+
+class NotFound(OriginError):
+    """No such channel, epoch, rendition or object."""
+
+    status = 404
+
+
+class TooEarly(OriginError):
+    """Beyond the live edge: DESIGN.md §5 answers 404, with a max-age no longer than C."""
+
+    status = 404
+
+
+class Gone(OriginError):
+    """Was there, has left the live window."""
+
+    status = 410
+
+
+class Unavailable(OriginError):
+    """Should exist by now but the encoder has not produced it (stalled or stopped)."""
+
+    status = 503
+
+
+def error_response(status: int, reason: str) -> web.Response:
+    """The one shape of every error answer."""
+    return web.Response(
+        status=status,
+        text=f"{reason}\n",
+        headers={"Cache-Control": ERROR_CACHE_CONTROL},
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn typed errors, and aiohttp's own (unknown route, wrong method), into answers."""
+    try:
+        return await handler(request)
+    except OriginError as error:
+        return error_response(error.status, error.reason)
+    except RedisError:
+        return error_response(Unavailable.status, "manifest state unavailable")
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        response = error_response(error.status, error.reason)
+        if "Allow" in error.headers:
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
