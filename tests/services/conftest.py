@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
+from services.common.auth import TokenVerifier, identity_key_loader
 from services.common.clients import ChannelFactory
 from services.common.errors import FIELD_METADATA_KEY
 from services.common.process import Service, serve
@@ -58,3 +61,41 @@ async def expect_error(
         assert field_of(error) == field, error.details()
         assert field in (error.details() or "")
     return error
+
+
+@dataclass(frozen=True)
+class Viewer:
+    account: str  # accounts/{id}
+    token: str
+
+    @property
+    def auth(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+
+SignUp = Callable[[str], Awaitable[Viewer]]
+
+
+@pytest.fixture
+async def identity(start: Start, redis: aioredis.Redis, redis_url: str) -> RunningServer:
+    from services.identity.service import IdentityService
+
+    return await start(IdentityService(redis_url))
+
+
+@pytest.fixture
+def verifier(identity: RunningServer, factory: ChannelFactory) -> TokenVerifier:
+    return TokenVerifier(identity_key_loader(factory, identity.target))
+
+
+@pytest.fixture
+def sign_up(identity: RunningServer, factory: ChannelFactory) -> SignUp:
+    from livemesh.identity.v1 import identity_pb2, identity_pb2_grpc
+
+    async def make(email: str) -> Viewer:
+        stub = factory.stub(identity_pb2_grpc.IdentityServiceStub, identity.target)
+        reply = await stub.SignUp(identity_pb2.SignUpRequest(
+            email=email, password="correct horse battery", display_name=email.split("@")[0]))
+        return Viewer(reply.account.name, reply.access_token)
+
+    return make

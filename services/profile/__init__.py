@@ -1,0 +1,1 @@
+"""Profiles: per-account viewer profiles, preferences and viewing history (Redis + cache)."""

@@ -1,0 +1,268 @@
+"""Profile service: profiles, preferences and viewing history of an account.
+
+Redis plays the Cassandra role of the seed architecture, with a read-through
+cache in front (the EVCache role). A caller reaches only its own account's
+profiles: the access token is verified locally and its account must be the
+resource's, else PERMISSION_DENIED.
+
+====================================  ===========================================
+``lm:pf:{acct}:profiles``             hash profile id -> Profile (JSON)
+``lm:pf:{acct}:{profile}:views``      sorted set title -> view time (ms)
+``lm:pf:{acct}:{profile}:pos``        hash title -> position (s)
+``lm:pf:req:{request_id}``            result of a mutating call, for retries (24 h)
+====================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import time
+from typing import cast
+
+import grpc
+from google.protobuf import json_format
+
+from livemesh.profile.v1 import profile_pb2 as pb
+from livemesh.profile.v1 import profile_pb2_grpc as pb_grpc
+from services.catalog.service import title_name
+from services.common import validate
+from services.common.auth import Principal, TokenVerifier, authenticate, identity_key_loader
+from services.common.cache import ReadThroughCache
+from services.common.clients import ChannelFactory
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.process import Service, connect_redis, service_main
+from services.common.server import ServiceSpec
+from services.recommend import model
+
+MAX_PROFILES = 5
+IDEMPOTENCY_TTL_S = 24 * 3600
+LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
+RATINGS = ("", "G", "PG", "PG-13", "R", "NC-17")
+UPDATABLE = ("display_name", "preferences", "preferences.language",
+             "preferences.maturity_rating", "preferences.autoplay")
+
+
+def _check_preferences(prefs: pb.Preferences, field: str) -> None:
+    if prefs.language and not LANGUAGE.match(prefs.language):
+        raise InvalidArgument(f"{field}.language", "must be a BCP 47 tag such as en or pt-BR")
+    if prefs.maturity_rating not in RATINGS:
+        allowed = ', '.join(RATINGS[1:])
+        raise InvalidArgument(f"{field}.maturity_rating", f"must be one of {allowed}")
+
+
+def _copy_preferences(path: str, source: pb.Preferences, target: pb.Preferences) -> None:
+    if path == "preferences":
+        target.CopyFrom(source)
+        return
+    attr = path.split(".", 1)[1]
+    setattr(target, attr, getattr(source, attr))
+
+
+class ProfileServicer(pb_grpc.ProfileServiceServicer):
+    def __init__(self, redis_url: str, verifier: TokenVerifier, cache_ttl_s: float = 5.0) -> None:
+        self.redis = connect_redis(redis_url)
+        self.verifier = verifier
+        self.cache: ReadThroughCache[dict[str, pb.Profile]] = ReadThroughCache(cache_ttl_s)
+
+    # -- helpers --------------------------------------------------------------------
+
+    async def _caller_account(
+        self, context: grpc.aio.ServicerContext, account_id: str
+    ) -> Principal:
+        principal = await authenticate(context, self.verifier)
+        principal.require_account(f"accounts/{account_id}")
+        return principal
+
+    async def _profiles(self, account_id: str) -> dict[str, pb.Profile]:
+        async def load() -> dict[str, pb.Profile]:
+            raw = await self.redis.hgetall(f"lm:pf:{account_id}:profiles")
+            return {
+                str(pid): json_format.Parse(text, pb.Profile())
+                for pid, text in sorted(raw.items())
+            }
+
+        return await self.cache.get(account_id, load)
+
+    async def _profile(self, name: str, field: str, context: grpc.aio.ServicerContext
+                       ) -> tuple[str, str, pb.Profile]:
+        account_id, profile_id = validate.parse_name(name, field, "accounts", "profiles")
+        await self._caller_account(context, account_id)
+        profile = (await self._profiles(account_id)).get(profile_id)
+        if profile is None:
+            raise NotFound(f"{name} not found")
+        return account_id, profile_id, profile
+
+    async def _store(self, account_id: str, profile_id: str, profile: pb.Profile) -> None:
+        await self.redis.hset(f"lm:pf:{account_id}:profiles", profile_id,
+                              json_format.MessageToJson(profile, indent=None))
+        self.cache.invalidate(account_id)
+
+    async def _replay(self, request_id: str) -> str | None:
+        if not request_id:
+            return None
+        done = await self.redis.get(f"lm:pf:req:{request_id}")
+        return str(done) if done is not None else None
+
+    async def _remember(self, request_id: str, result: str) -> None:
+        if request_id:
+            await self.redis.set(f"lm:pf:req:{request_id}", result, ex=IDEMPOTENCY_TTL_S)
+
+    # -- profiles -------------------------------------------------------------------
+
+    async def CreateProfile(
+        self, request: pb.CreateProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateProfileResponse:
+        (account_id,) = validate.parse_name(request.parent, "parent", "accounts")
+        request_id = validate.request_id(request.request_id)
+        display_name = validate.text(request.profile.display_name, "profile.display_name", 1, 50)
+        _check_preferences(request.profile.preferences, "profile.preferences")
+        profile_id = request.profile_id and validate.resource_id(request.profile_id, "profile_id")
+        await self._caller_account(context, account_id)
+        earlier = await self._replay(request_id)
+        if earlier is not None:
+            _, _, profile = await self._profile(earlier, "parent", context)
+            return pb.CreateProfileResponse(profile=profile)
+        profiles = await self._profiles(account_id)
+        if len(profiles) >= MAX_PROFILES:
+            raise FailedPrecondition(f"an account has at most {MAX_PROFILES} profiles")
+        profile_id = profile_id or f"p{secrets.token_hex(4)}"
+        if profile_id in profiles:
+            raise InvalidArgument("profile_id", "is taken in this account")
+        profile = pb.Profile(name=f"accounts/{account_id}/profiles/{profile_id}",
+                             display_name=display_name)
+        profile.preferences.CopyFrom(request.profile.preferences)
+        now = time.time_ns()
+        profile.create_time.FromNanoseconds(now)
+        profile.update_time.FromNanoseconds(now)
+        await self._store(account_id, profile_id, profile)
+        await self._remember(request_id, profile.name)
+        return pb.CreateProfileResponse(profile=profile)
+
+    async def GetProfile(
+        self, request: pb.GetProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetProfileResponse:
+        _, _, profile = await self._profile(request.name, "name", context)
+        return pb.GetProfileResponse(profile=profile)
+
+    async def ListProfiles(
+        self, request: pb.ListProfilesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProfilesResponse:
+        (account_id,) = validate.parse_name(request.parent, "parent", "accounts")
+        size = validate.page_size(request.page_size, MAX_PROFILES, 20)
+        offset = validate.offset_from_token(request.page_token)
+        await self._caller_account(context, account_id)
+        found = list((await self._profiles(account_id)).values())[offset : offset + size + 1]
+        token = validate.next_offset_token(offset, size, len(found))
+        return pb.ListProfilesResponse(profiles=found[:size], next_page_token=token)
+
+    async def UpdateProfile(
+        self, request: pb.UpdateProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateProfileResponse:
+        paths = list(request.update_mask.paths)
+        if not paths:
+            raise InvalidArgument("update_mask", "name at least one field to change")
+        for path in paths:
+            if path not in UPDATABLE:
+                raise InvalidArgument("update_mask", f"cannot update {path[:64]!r}")
+        validate.request_id(request.request_id)
+        if "display_name" in paths:
+            validate.text(request.profile.display_name, "profile.display_name", 1, 50)
+        _check_preferences(request.profile.preferences, "profile.preferences")
+        account_id, profile_id, current = await self._profile(
+            request.profile.name, "profile.name", context)
+        updated = pb.Profile()
+        updated.CopyFrom(current)
+        for path in paths:
+            if path == "display_name":
+                updated.display_name = request.profile.display_name.strip()
+            else:
+                _copy_preferences(path, request.profile.preferences, updated.preferences)
+        updated.update_time.FromNanoseconds(time.time_ns())
+        await self._store(account_id, profile_id, updated)
+        return pb.UpdateProfileResponse(profile=updated)
+
+    async def DeleteProfile(
+        self, request: pb.DeleteProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteProfileResponse:
+        validate.request_id(request.request_id)
+        account_id, profile_id = validate.parse_name(
+            request.name, "name", "accounts", "profiles")
+        await self._caller_account(context, account_id)
+        prefix = f"lm:pf:{account_id}:{profile_id}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(f"lm:pf:{account_id}:profiles", profile_id)
+            pipe.delete(f"{prefix}:views", f"{prefix}:pos")
+            await pipe.execute()
+        self.cache.invalidate(account_id)
+        return pb.DeleteProfileResponse()
+
+    # -- viewing history ------------------------------------------------------------
+
+    async def RecordView(
+        self, request: pb.RecordViewRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordViewResponse:
+        title = title_name(request.view.title, "view.title")
+        if request.view.position_seconds < 0:
+            raise InvalidArgument("view.position_seconds", "must not be negative")
+        request_id = validate.request_id(request.request_id)
+        account_id, profile_id, _ = await self._profile(request.parent, "parent", context)
+        prefix = f"lm:pf:{account_id}:{profile_id}"
+        view = pb.View(title=title, position_seconds=request.view.position_seconds)
+        now_ms = int(time.time() * 1000)
+        view.view_time.FromMilliseconds(now_ms)
+        if request_id and not await self.redis.set(
+            f"lm:pf:req:{request_id}", title, nx=True, ex=IDEMPOTENCY_TTL_S
+        ):
+            return pb.RecordViewResponse(view=view)  # a retry: recorded already
+        history = list(await self.redis.zrevrange(f"{prefix}:views", 0, -1))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(f"{prefix}:views", {title: now_ms})
+            pipe.hset(f"{prefix}:pos", title, view.position_seconds)
+            if title not in history:
+                model.record_first_view(pipe, title, [str(t) for t in history])
+            await pipe.execute()
+        return pb.RecordViewResponse(view=view)
+
+    async def ListViews(
+        self, request: pb.ListViewsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListViewsResponse:
+        size = validate.page_size(request.page_size, 50, 100)
+        offset = validate.offset_from_token(request.page_token)
+        account_id, profile_id, _ = await self._profile(request.parent, "parent", context)
+        prefix = f"lm:pf:{account_id}:{profile_id}"
+        rows = cast(list[tuple[str, float]], await self.redis.zrevrange(
+            f"{prefix}:views", offset, offset + size, withscores=True))
+        titles = [str(t) for t, _ in rows]
+        positions = await self.redis.hmget(f"{prefix}:pos", titles) if titles else []
+        views = []
+        for (title, when), position in zip(rows[:size], positions, strict=False):
+            view = pb.View(title=str(title), position_seconds=int(position or 0))
+            view.view_time.FromMilliseconds(int(when))
+            views.append(view)
+        token = validate.next_offset_token(offset, size, len(rows))
+        return pb.ListViewsResponse(views=views, next_page_token=token)
+
+
+class ProfileService(Service):
+    def __init__(self, redis_url: str, verifier: TokenVerifier) -> None:
+        self.servicer = ProfileServicer(redis_url, verifier)
+
+    def specs(self) -> list[ServiceSpec]:
+        return [ServiceSpec(
+            pb.DESCRIPTOR.services_by_name["ProfileService"].full_name,
+            self.servicer, pb_grpc.add_ProfileServiceServicer_to_server,
+        )]
+
+    async def close(self) -> None:
+        await self.servicer.redis.aclose()
+
+
+async def build(args: argparse.Namespace, factory: ChannelFactory) -> Service:
+    verifier = TokenVerifier(identity_key_loader(factory, args.identity_target))
+    return ProfileService(args.redis_url, verifier)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service_main("profile", argv, build, needs_redis=True)

@@ -1,0 +1,1 @@
+"""Recommendations: item-to-item co-occurrence from viewing histories, popularity fallback."""
