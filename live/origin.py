@@ -28,6 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
 
 from live.fanout import ChunkFanout, SegmentWatch
 from live.http_errors import BadRequest, Gone, NotFound, TooEarly, Unavailable, error_middleware
@@ -201,9 +202,9 @@ async def _serve_segment(
         current = await store.current_epoch()
         if current is None or current.id != epoch.id:
             raise NotFound("epoch has ended")
-        if request.method == "HEAD":
+    if request.method == "HEAD":  # never held: the live segment exists, the next not yet
+        if state is SegmentState.NEXT:
             raise TooEarly("segment not produced yet")
-    if request.method == "HEAD":  # a live segment exists; its length is not known yet
         return web.Response(headers=_media_headers(rep))
     segment = LiveSegment(request, store, epoch.id, rep, number, config)
     return await segment.serve()
@@ -269,20 +270,23 @@ class LiveSegment:
                     break
                 chunks, complete = await self._next_chunks(watch, sent)
                 if not chunks and not complete:
+                    log.warning("segment %s/%s/%d stalled", self.epoch_id, self.rep.id, self.number)
                     self._cut()
                     return response
             await response.write_eof()
         except ConnectionError:
             log.debug("client left during segment %d", self.number)
+        except RedisError:
+            log.exception("manifest state lost during segment %d", self.number)
+            self._cut()
         return response
 
     def _cut(self) -> None:
-        """End a stalled stream by closing the connection, not the chunked body.
+        """End a broken stream by closing the connection, not the chunked body.
 
         A clean end of the body would pass a truncated segment off as a whole one,
         and caches keep segments for a year.
         """
-        log.warning("segment %s/%s/%d stalled", self.epoch_id, self.rep.id, self.number)
         if self.request.transport is not None:
             self.request.transport.abort()
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
@@ -17,6 +20,7 @@ from yarl import URL
 from live.http_errors import Gone, TooEarly
 from live.ladder import ChannelConfig
 from live.origin import ORIGIN, Origin, SegmentState, build_app, segment_state
+from live.origin import main as origin_main
 from live.state import ChannelStore, Epoch, Position, Representation
 from livemesh import clock
 
@@ -502,3 +506,45 @@ async def test_metrics(channel: Channel, server: TestServer, http: aiohttp.Clien
     sent = re.search(r"^livemesh_origin_media_bytes_total (\S+)$", text, re.M)
     assert sent is not None and float(sent.group(1)) >= len(whole("v1", 0))
     assert "livemesh_origin_held_requests 0.0" in text
+
+
+# -- the process -----------------------------------------------------------------------
+
+
+async def test_origin_command_serves_until_sigterm(redis_url: str) -> None:
+    with socket.socket() as probe:  # a free port for the child
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "livemesh.cli",
+        "origin",
+        "--port",
+        str(port),
+        "--redis-url",
+        redis_url,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        line = await asyncio.wait_for(process.stderr.readline(), timeout=10)
+        assert f"listening on http://127.0.0.1:{port}" in line.decode()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/time") as response,
+        ):
+            assert response.status == 200
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_origin_command_needs_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        origin_main([])
+    assert exited.value.code == 2
