@@ -492,6 +492,24 @@ async def test_one_event_reader_per_channel_however_many_viewers(
             assert await response.read() == whole("v1", 1)
 
 
+async def test_app_cleanup_stops_the_event_readers(
+    redis: aioredis.Redis, channel: Channel, http: aiohttp.ClientSession
+) -> None:
+    await channel.segment(0)
+    server = TestServer(build_app(redis), host="127.0.0.1")
+    await server.start_server()
+    try:
+        await channel.chunk(1, 0)
+        async with http.get(url(server, SEG.format(1))) as response:
+            assert response.status == 200  # streaming: the reader was started
+            await response.content.readexactly(len(chunk_bytes("v1", 1, 0)))
+            readers = [t for t in asyncio.all_tasks() if t.get_name() == "fanout:demo"]
+            assert len(readers) == 1 and not readers[0].done()
+    finally:
+        await server.close()
+    assert readers[0].done()
+
+
 async def test_metrics(channel: Channel, server: TestServer, http: aiohttp.ClientSession) -> None:
     await channel.segment(0)
     async with http.get(url(server, SEG.format(0))) as response:
