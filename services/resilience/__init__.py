@@ -1,0 +1,46 @@
+"""The resilience layer every control-plane gRPC hop goes through (issue 4, DESIGN.md §6).
+
+Client side (:class:`ResilienceLayer`, filled into ``services.common.clients.ChannelFactory``):
+deadline propagation, retries with jittered backoff and a retry budget, hedging of
+read-only calls, a bulkhead and a circuit breaker per dependency, declared
+fallbacks, client-side balancing with health checks and outlier ejection.
+Server side (:func:`server_interceptors`): traces, adaptive load shedding with
+priorities, the inbound deadline as context, fault injection.
+Declarations per method live in :data:`POLICIES` (see :mod:`.policy`).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from services.resilience.client import ResilienceConfig, ResilienceLayer, ResilientChannel
+from services.resilience.faults import FAULTS, FaultInjector, FaultRule, ProcessKiller
+from services.resilience.inbound import DeadlineServerInterceptor
+from services.resilience.limiter import AdaptiveLimiter, Gradient2
+from services.resilience.metrics import render as render_metrics
+from services.resilience.policy import POLICIES, MethodPolicy, PolicyTable, Priority
+from services.resilience.shedding import LoadShedder
+from services.resilience.tracing import TracingServerInterceptor, setup_tracing
+
+__all__ = [
+    "FAULTS", "POLICIES", "AdaptiveLimiter", "DeadlineServerInterceptor", "FaultInjector",
+    "FaultRule", "Gradient2", "LoadShedder", "MethodPolicy", "PolicyTable", "Priority",
+    "ProcessKiller", "ResilienceConfig", "ResilienceLayer", "ResilientChannel",
+    "TracingServerInterceptor", "render_metrics", "server_interceptors", "setup_tracing",
+]
+
+
+def server_interceptors(
+    limiter: AdaptiveLimiter | None = None, faults: FaultInjector | None = None,
+    policies: PolicyTable = POLICIES, name: str = "server",
+) -> list[grpc.aio.ServerInterceptor]:
+    """The layer's server interceptors, outermost first: trace, shed, deadline, faults.
+
+    Faults sit innermost so injected latency counts as the service's own (the
+    limiter sees it, as it would see a slow database)."""
+    return [
+        TracingServerInterceptor(),
+        LoadShedder(limiter, policies, name),
+        DeadlineServerInterceptor(policies),
+        faults if faults is not None else FAULTS,
+    ]

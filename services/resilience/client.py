@@ -1,0 +1,391 @@
+"""The client half of the layer: every outbound call of a dependency, as one path.
+
+``ResilientChannel`` stands where a ``grpc.aio.Channel`` stands (generated stubs
+take it unchanged). A unary call goes:
+
+  deadline (inbound remaining - margin, else the method's default; none left → fail now)
+  → bulkhead slot of the dependency (bounded wait)
+  → attempt: breaker permit → instance by round robin → call with the remaining time
+  → on UNAVAILABLE / RESOURCE_EXHAUSTED, if the call is retry-safe: backoff with full
+    jitter (or the server's ``grpc-retry-pushback-ms``), only if it fits before the
+    deadline and the retry budget allows, on another instance
+  → read-only methods: a hedge to another instance after the method's observed p95
+  → on failure, the method's declared fallback, if any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from services.resilience import context, metrics, tracing
+from services.resilience.backoff import Backoff, pushback_s
+from services.resilience.balancer import Balancer, Connect, Endpoint, Outliers
+from services.resilience.breaker import CircuitBreaker, State
+from services.resilience.budget import RetryBudget
+from services.resilience.bulkhead import Bulkhead, BulkheadFull
+from services.resilience.latency import LatencyTracker
+from services.resilience.policy import POLICIES, MethodPolicy, PolicyTable
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# what counts against a dependency's health (not the caller's own mistakes)
+FAILURES = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DATA_LOSS,
+})
+FALLBACK_ON = FAILURES
+
+
+def local_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    """An error the layer raises without a call, shaped as the one a call raises."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+@dataclass(frozen=True)
+class ResilienceConfig:
+    margin_s: float = 0.005  # kept back from the inbound deadline for the way back
+    min_attempt_s: float = 0.002  # no attempt is started with less time than this
+    max_attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    budget_ratio: float = 0.1
+    budget_window_s: float = 10.0
+    budget_min_retries: int = 3
+    bulkhead_size: int = 64
+    bulkhead_wait_s: float = 0.05
+    breaker: dict[str, Any] = field(default_factory=dict)  # CircuitBreaker keyword arguments
+    hedging: bool = True
+    outliers: Outliers = field(default_factory=Outliers)
+    health_interval_s: float = 1.0
+    stream_timeout_s: float = 300.0
+    registry_target: str = "127.0.0.1:50051"
+    resolve_every_s: float = 1.0
+
+
+class Dependency:
+    """One downstream dependency: its instances, bulkhead, breaker, budget, latencies."""
+
+    def __init__(
+        self, name: str, balancer: Balancer, config: ResilienceConfig, policies: PolicyTable,
+    ) -> None:
+        self.name = name
+        self.balancer = balancer
+        self.config = config
+        self.policies = policies
+        self.bulkhead = Bulkhead(config.bulkhead_size, config.bulkhead_wait_s)
+        self.budget = RetryBudget(config.budget_ratio, config.budget_window_s,
+                                  min_retries=config.budget_min_retries)
+        self.breaker = CircuitBreaker(on_change=self._breaker_changed, **config.breaker)
+        self.latency: dict[str, LatencyTracker] = {}
+        metrics.BREAKER_STATE.labels(name).set(0)
+
+    def _breaker_changed(self, old: State, new: State) -> None:
+        metrics.BREAKER_STATE.labels(self.name).set(int(new))
+        log.warning("breaker %s: %s -> %s", self.name, old.name, new.name)
+
+    def _metadata(self, given: Any, policy: MethodPolicy) -> list[tuple[str, str]]:
+        metadata = [(k, v) for k, v in (given or ())]
+        inherited = context.priority()
+        prio = policy.priority if inherited is None else min(inherited, policy.priority)
+        metadata.append((context.PRIORITY_KEY, str(int(prio))))
+        tracing.inject(metadata)
+        return metadata
+
+    # -- unary-unary --------------------------------------------------------------------
+
+    async def unary(
+        self, method: str, invoke: Callable[[Endpoint], Any], request: Any,
+        timeout: float | None, metadata: Any,
+    ) -> Any:
+        policy = self.policies.policy(method)
+        with tracing.client_span(method, self.name) as span:
+            try:
+                result = await self._bounded(method, policy, invoke, request, timeout, metadata)
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                metrics.CALLS.labels(self.name, method, code.name).inc()
+                tracing.record_status(span, code)
+                if policy.fallback is None or code not in FALLBACK_ON:
+                    raise
+                metrics.FALLBACKS.labels(self.name, method).inc()
+                span.set_attribute("livemesh.fallback", True)
+                answer = policy.fallback(request)
+                return await answer if inspect.isawaitable(answer) else answer
+            metrics.CALLS.labels(self.name, method, "OK").inc()
+            return result
+
+    async def _bounded(
+        self, method: str, policy: MethodPolicy, invoke: Callable[[Endpoint], Any],
+        request: Any, timeout: float | None, metadata: Any,
+    ) -> Any:
+        budget_s = context.outbound_timeout(policy.timeout_s, self.config.margin_s, timeout)
+        if budget_s < self.config.min_attempt_s:
+            raise local_error(grpc.StatusCode.DEADLINE_EXCEEDED,
+                              f"{method}: no time left of the caller's deadline")
+        deadline = time.monotonic() + budget_s
+        md = self._metadata(metadata, policy)
+        self.budget.record_call()
+        if not self.balancer.ready.is_set():
+            try:
+                await asyncio.wait_for(self.balancer.ready.wait(), budget_s)
+            except TimeoutError:
+                raise local_error(grpc.StatusCode.UNAVAILABLE,
+                                  f"{self.name}: no instance resolved") from None
+        try:
+            async with self.bulkhead.slot(deadline - time.monotonic()):
+                return await self._attempts(method, policy, invoke, request, deadline, md)
+        except BulkheadFull as full:
+            metrics.BULKHEAD_REJECTED.labels(self.name).inc()
+            raise local_error(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{self.name}: bulkhead full: {full}") from None
+
+    async def _attempts(
+        self, method: str, policy: MethodPolicy, invoke: Callable[[Endpoint], Any],
+        request: Any, deadline: float, md: list[tuple[str, str]],
+    ) -> Any:
+        tried: set[str] = set()
+        retries = 0
+        last: grpc.aio.AioRpcError | None = None
+        while True:
+            if not self.breaker.try_acquire():
+                metrics.BREAKER_REJECTED.labels(self.name).inc()
+                raise last or local_error(grpc.StatusCode.UNAVAILABLE,
+                                          f"{self.name}: circuit open")
+            endpoint = self.balancer.pick(tried) or self.balancer.pick()
+            if endpoint is None:
+                self.breaker.release()
+                raise last or local_error(grpc.StatusCode.UNAVAILABLE, f"{self.name}: no instance")
+            tried.add(endpoint.address)
+            try:
+                hedge_after = self._hedge_after(method, policy, endpoint, deadline)
+                if hedge_after is not None:
+                    return await self._hedged(method, invoke, endpoint, deadline, md,
+                                              hedge_after, tried)
+                return await self._attempt(method, invoke, endpoint, deadline, md)
+            except grpc.aio.AioRpcError as error:
+                last = error
+                if not policy.retry_safe(request) or error.code() not in RETRYABLE:
+                    raise
+                pushback = pushback_s(error.trailing_metadata())
+                retries += 1
+                if (pushback is not None and pushback < 0) or retries >= self.config.max_attempts:
+                    raise
+                delay = pushback if pushback is not None else self.config.backoff.delay(retries)
+                if time.monotonic() + delay + self.config.min_attempt_s >= deadline:
+                    raise  # a retry would not finish in time: never past the deadline
+                if not self.budget.try_spend():
+                    metrics.BUDGET_EXHAUSTED.labels(self.name).inc()
+                    raise
+                metrics.RETRIES.labels(self.name, method).inc()
+                await asyncio.sleep(delay)
+
+    def _hedge_after(
+        self, method: str, policy: MethodPolicy, endpoint: Endpoint, deadline: float,
+    ) -> float | None:
+        if not (self.config.hedging and policy.read_only):
+            return None
+        tracker = self.latency.get(method)
+        p95 = tracker.p95() if tracker is not None else None
+        if p95 is None or time.monotonic() + p95 >= deadline:
+            return None
+        return p95 if self.balancer.has_other(endpoint.address) else None
+
+    async def _attempt(
+        self, method: str, invoke: Callable[[Endpoint], Any], endpoint: Endpoint,
+        deadline: float, md: list[tuple[str, str]],
+    ) -> Any:
+        """One attempt on ``endpoint`` (the breaker permit is already taken)."""
+        start = time.monotonic()
+        try:
+            result = await invoke(endpoint)(
+                timeout=max(deadline - start, 0.0), metadata=md
+            )
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            elapsed = time.monotonic() - start
+            metrics.ATTEMPTS.labels(self.name, method, code.name).inc()
+            self.breaker.record(code in FAILURES, elapsed)
+            self.balancer.record(endpoint, code in FAILURES)
+            raise
+        except BaseException:  # cancelled (a hedge's loser, or the caller gave up)
+            self.breaker.release()
+            raise
+        elapsed = time.monotonic() - start
+        metrics.ATTEMPTS.labels(self.name, method, "OK").inc()
+        self.breaker.record(False, elapsed)
+        self.balancer.record(endpoint, False)
+        self.latency.setdefault(method, LatencyTracker()).add(elapsed)
+        return result
+
+    async def _hedged(
+        self, method: str, invoke: Callable[[Endpoint], Any], first: Endpoint,
+        deadline: float, md: list[tuple[str, str]], hedge_after: float, tried: set[str],
+    ) -> Any:
+        """First attempt now, a second on another instance after ``hedge_after``;
+        the first answer wins and the other is cancelled."""
+        tasks = {asyncio.ensure_future(self._attempt(method, invoke, first, deadline, md))}
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=hedge_after)
+            if done:
+                return done.pop().result()
+            other = self.balancer.pick(tried | {first.address})
+            if other is not None and self.budget.try_spend():
+                if self.breaker.try_acquire():
+                    tried.add(other.address)
+                    metrics.HEDGES.labels(self.name, method).inc()
+                    tasks.add(asyncio.ensure_future(
+                        self._attempt(method, invoke, other, deadline, md)))
+            elif other is not None:
+                metrics.BUDGET_EXHAUSTED.labels(self.name).inc()
+            error: BaseException | None = None
+            while tasks:
+                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return task.result()
+                    error = task.exception()
+            assert error is not None
+            raise error
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    # -- unary-stream -------------------------------------------------------------------
+
+    def stream(self, method: str, invoke: Callable[[Endpoint], Any], timeout: float | None,
+               metadata: Any) -> Any:
+        """A server-streaming call: one instance, the propagated deadline, no retries."""
+        policy = self.policies.policy(method)
+        limit = context.outbound_timeout(self.config.stream_timeout_s, self.config.margin_s,
+                                         timeout)
+        endpoint = self.balancer.pick()
+        if endpoint is None:
+            raise local_error(grpc.StatusCode.UNAVAILABLE, f"{self.name}: no instance resolved")
+        return invoke(endpoint)(timeout=max(limit, 0.0), metadata=self._metadata(metadata, policy))
+
+    async def close(self) -> None:
+        await self.balancer.close()
+
+
+class _UnaryUnary:
+    def __init__(self, dependency: Dependency, method: str, serializer: Any,
+                 deserializer: Any) -> None:
+        self.dependency = dependency
+        self.method = method
+        self.serializer = serializer
+        self.deserializer = deserializer
+        self._callables: dict[str, Any] = {}
+
+    def _on(self, endpoint: Endpoint) -> Any:
+        callable_ = self._callables.get(endpoint.address)
+        if callable_ is None:
+            callable_ = endpoint.channel.unary_unary(
+                self.method, request_serializer=self.serializer,
+                response_deserializer=self.deserializer,
+            )
+            self._callables[endpoint.address] = callable_
+        return callable_
+
+    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None,
+                 **_: Any) -> Any:
+        def invoke(endpoint: Endpoint) -> Any:
+            bound = self._on(endpoint)
+            return lambda **kw: bound(request, **kw)
+
+        return self.dependency.unary(self.method, invoke, request, timeout, metadata)
+
+
+class _UnaryStream(_UnaryUnary):
+    def _on(self, endpoint: Endpoint) -> Any:
+        return endpoint.channel.unary_stream(
+            self.method, request_serializer=self.serializer,
+            response_deserializer=self.deserializer,
+        )
+
+    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None,
+                 **_: Any) -> Any:
+        def invoke(endpoint: Endpoint) -> Any:
+            bound = self._on(endpoint)
+            return lambda **kw: bound(request, **kw)
+
+        return self.dependency.stream(self.method, invoke, timeout, metadata)
+
+
+class ResilientChannel:
+    """Stands for a ``grpc.aio.Channel`` in generated stubs (unary and server-streaming)."""
+
+    def __init__(self, dependency: Dependency) -> None:
+        self.dependency = dependency
+
+    def unary_unary(self, method: str, request_serializer: Any = None,
+                    response_deserializer: Any = None, **_: Any) -> _UnaryUnary:
+        return _UnaryUnary(self.dependency, _name(method), request_serializer,
+                           response_deserializer)
+
+    def unary_stream(self, method: str, request_serializer: Any = None,
+                     response_deserializer: Any = None, **_: Any) -> _UnaryStream:
+        return _UnaryStream(self.dependency, _name(method), request_serializer,
+                            response_deserializer)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self.dependency.close()
+
+
+def _name(method: str | bytes) -> str:
+    return method.decode() if isinstance(method, bytes) else method
+
+
+class ResilienceLayer:
+    """What the channel factory asks for a channel: one :class:`Dependency` per target.
+
+    Targets: ``host:port``, ``host:port,host:port`` (fixed instances) or
+    ``registry:///<service>`` (instances resolved from the registry).
+    """
+
+    def __init__(self, config: ResilienceConfig | None = None,
+                 policies: PolicyTable = POLICIES) -> None:
+        self.config = config or ResilienceConfig()
+        self.policies = policies
+
+    def channel(self, target: str, connect: Connect) -> ResilientChannel:
+        config = self.config
+        balancer = Balancer(target, connect, config.outliers, config.health_interval_s)
+        if target.startswith("registry:///"):
+            service = target.removeprefix("registry:///")
+            balancer.dependency = service
+            balancer.follow(self._resolver(service, connect), config.resolve_every_s)
+            name = service
+        else:
+            balancer.set_addresses([a.strip() for a in target.split(",") if a.strip()])
+            name = target
+        return ResilientChannel(Dependency(name, balancer, config, self.policies))
+
+    def _resolver(self, service: str, connect: Connect) -> Callable[[], Any]:
+        from livemesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+        registry = ResilientChannel(Dependency(
+            "registry", _static(self.config.registry_target, connect, self.config),
+            self.config, self.policies,
+        ))
+        stub = registry_pb2_grpc.RegistryServiceStub(registry)
+
+        async def resolve() -> list[str]:
+            reply = await stub.ResolveInstances(
+                registry_pb2.ResolveInstancesRequest(service=service))
+            return [instance.address for instance in reply.instances]
+
+        return resolve
+
+
+def _static(target: str, connect: Connect, config: ResilienceConfig) -> Balancer:
+    balancer = Balancer(target, connect, config.outliers, config.health_interval_s)
+    balancer.set_addresses([a.strip() for a in target.split(",") if a.strip()])
+    return balancer

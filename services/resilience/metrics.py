@@ -1,0 +1,62 @@
+"""The layer's metrics, in the Prometheus text format (``render()``).
+
+One registry of its own, so a process exposes exactly these (and tests read them).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+ATTEMPTS = Counter(
+    "livemesh_rpc_attempts", "Outbound attempts (first tries, retries and hedges) by outcome",
+    ["dependency", "method", "code"], registry=REGISTRY,
+)
+CALLS = Counter(
+    "livemesh_rpc_calls", "Outbound logical calls by final status code",
+    ["dependency", "method", "code"], registry=REGISTRY,
+)
+RETRIES = Counter(
+    "livemesh_rpc_retries", "Retries sent", ["dependency", "method"], registry=REGISTRY,
+)
+HEDGES = Counter(
+    "livemesh_rpc_hedges", "Hedged second attempts sent", ["dependency", "method"],
+    registry=REGISTRY,
+)
+BUDGET_EXHAUSTED = Counter(
+    "livemesh_retry_budget_exhausted", "Retries or hedges refused by the retry budget",
+    ["dependency"], registry=REGISTRY,
+)
+BREAKER_STATE = Gauge(
+    "livemesh_breaker_state", "Circuit breaker state (0 closed, 1 half-open, 2 open)",
+    ["dependency"], registry=REGISTRY,
+)
+BREAKER_REJECTED = Counter(
+    "livemesh_breaker_rejected", "Calls refused by an open breaker", ["dependency"],
+    registry=REGISTRY,
+)
+BULKHEAD_REJECTED = Counter(
+    "livemesh_bulkhead_rejected", "Calls refused by a full bulkhead", ["dependency"],
+    registry=REGISTRY,
+)
+FALLBACKS = Counter(
+    "livemesh_fallbacks", "Calls answered by their declared fallback",
+    ["dependency", "method"], registry=REGISTRY,
+)
+SHED = Counter(
+    "livemesh_shed_calls", "Inbound calls rejected by the adaptive concurrency limit",
+    ["method", "priority"], registry=REGISTRY,
+)
+LIMIT = Gauge(
+    "livemesh_concurrency_limit", "The adaptive concurrency limit", ["server"], registry=REGISTRY,
+)
+EJECTIONS = Counter(
+    "livemesh_outlier_ejections", "Instances ejected as outliers", ["dependency"],
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    """All of the layer's metrics in the Prometheus text exposition format."""
+    return generate_latest(REGISTRY)
