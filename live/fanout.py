@@ -47,7 +47,10 @@ class SegmentWatch:
 
 
 class ChunkFanout:
-    """Per-channel readers of the chunk event log that wake the segment's waiters."""
+    """Per-channel readers of the chunk event log that wake the segment's waiters.
+
+    The Redis client must let a read block for ``block_ms`` (no shorter ``socket_timeout``).
+    """
 
     def __init__(self, redis: aioredis.Redis, *, block_ms: int = 5000) -> None:
         self._redis = redis
