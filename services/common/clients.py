@@ -70,7 +70,15 @@ class ChannelFactory:
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         service_config: dict[str, Any] | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        layer: Any = "resilience",
     ) -> None:
+        # the resilience layer (issue 4) balances, retries and guards over plain channels
+        # from connect(); layer=None gives the plain channel itself
+        if layer == "resilience":
+            from services.resilience import ResilienceLayer
+
+            layer = ResilienceLayer()
+        self.layer = layer
         self.deadlines = deadlines or DeadlineInterceptor()
         self.interceptors = list(interceptors)
         self.service_config = service_config or {"loadBalancingConfig": [{"round_robin": {}}]}
@@ -82,12 +90,19 @@ class ChannelFactory:
         key = (id(asyncio.get_running_loop()), target)
         channel = self._channels.get(key)
         if channel is None:
-            options = [("grpc.service_config", json.dumps(self.service_config)), *self.options]
-            channel = grpc.aio.insecure_channel(
-                target, options=options, interceptors=[self.deadlines, *self.interceptors]
-            )
+            if self.layer is not None:
+                channel = self.layer.channel(target, self.connect)
+            else:
+                channel = self.connect(target)
             self._channels[key] = channel
         return channel
+
+    def connect(self, target: str) -> grpc.aio.Channel:
+        """A plain channel to ``target`` (the resilience layer makes one per instance)."""
+        options = [("grpc.service_config", json.dumps(self.service_config)), *self.options]
+        return grpc.aio.insecure_channel(
+            target, options=options, interceptors=[self.deadlines, *self.interceptors]
+        )
 
     def stub(self, stub_class: Callable[[grpc.aio.Channel], StubT], target: str) -> StubT:
         """A generated stub on the channel to ``target``."""

@@ -123,6 +123,6 @@ async def _run(name: str, args: argparse.Namespace, build: Builder, needs_redis:
             embedded.stop()
 
 
-def connect_redis(url: str) -> aioredis.Redis:
-    """The control plane's Redis client: replies decoded to ``str``."""
-    return aioredis.Redis.from_url(url, decode_responses=True)
+def connect_redis(url: str, decode: bool = True) -> aioredis.Redis:
+    """The control plane's Redis client: replies decoded to ``str`` unless ``decode`` is off."""
+    return aioredis.Redis.from_url(url, decode_responses=decode)

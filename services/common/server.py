@@ -127,8 +127,11 @@ async def start_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> RunningServer:
     """Mount ``specs`` with health and reflection and start listening (port 0: any free)."""
+    # the resilience layer's interceptors (issue 4) go outermost: trace, shed, deadline, faults
+    from services.resilience import server_interceptors
+
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(), *interceptors],
+        interceptors=[*server_interceptors(), ErrorInterceptor(), *interceptors],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[("grpc.so_reuseport", 0)],
     )

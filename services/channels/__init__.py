@@ -1,0 +1,1 @@
+"""Live channels: lifecycle, ladder and latency settings, stream keys, live status."""
