@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from edge import ranges
 from edge.fill import Fill
 from edge.http import CORS, Connection, HttpServer, Limits, Request, status_line
+from edge.membership import Load, Membership, MembershipConfig, hot_channels
 from edge.metrics import Counters, render
 from edge.policy import CachePolicy, decide
 from edge.store import Store
@@ -52,6 +53,11 @@ class NodeConfig:
     head_timeout_s: float = 5.0
     stall_timeout_s: float = 3.0
     drain_timeout_s: float = 30.0
+    registry: str | None = None  # host:port of the registry service; None: not registered
+    tier: str = "edge"  # the registry service name: "edge" or "shield"
+    region: str = "local"
+    public_url: str | None = None  # how viewers reach this node (default: its listen address)
+    capacity_connections: int = 10_000  # load 1.0 in heartbeats
     limits: Limits = field(default_factory=Limits)
 
 
@@ -176,18 +182,53 @@ class EdgeNode:
         self._keeper = _Keeper(self)
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
+        self.membership: Membership | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         await self.upstream.start()
         self.port = await self.server.start(host, port)
+        cfg = self.config
+        if cfg.registry:
+            self.membership = Membership(
+                MembershipConfig(
+                    registry=cfg.registry,
+                    instance_id=cfg.name,
+                    service=cfg.tier,
+                    address=cfg.public_url or f"http://{host}:{self.port}",
+                    region=cfg.region,
+                    labels={"tier": cfg.tier},
+                ),
+                self.load,
+            )
+            self.membership.start()
         return self.port
 
+    def load(self) -> Load:
+        """What the registry hears in each heartbeat."""
+        connections = len(self.server.connections)
+        return Load(
+            load=min(1.0, connections / max(1, self.config.capacity_connections)),
+            serving=not self.server.draining,
+            content=hot_channels(list(self.store.protected)[-256:]),
+            labels={
+                "connections": str(connections),
+                "egress_bytes": str(self.counters.bytes_out),
+                "hit_ratio": f"{self.hit_ratio():.3f}",
+            },
+        )
+
     async def drain(self) -> None:
+        """Stop taking viewers (registry first, then the listener); finish the streaming ones."""
+        self.server.draining = True
+        if self.membership is not None:
+            await self.membership.drain()
         await self.server.drain(self.config.drain_timeout_s)
 
     async def close(self) -> None:
+        if self.membership is not None:
+            await self.membership.close()
         await self.server.close()
         for task in list(self._tasks):
             task.cancel()
@@ -543,6 +584,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-timeout", type=float, default=3.0)
     p.add_argument("--drain-timeout", type=float, default=30.0)
     p.add_argument("--client-head-timeout", type=float, default=10.0)
+    p.add_argument(
+        "--registry",
+        default=os.environ.get("LIVEMESH_REGISTRY"),
+        help="registry service host:port; register and heartbeat there",
+    )
+    p.add_argument("--tier", choices=("edge", "shield"), default="edge")
+    p.add_argument("--region", default="local")
+    p.add_argument("--public-url", default=None, help="the URL viewers use for this node")
+    p.add_argument("--capacity", type=int, default=10_000, help="connections at load 1.0")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -565,6 +615,11 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         stall_timeout_s=args.stall_timeout,
         drain_timeout_s=args.drain_timeout,
         limits=Limits(head_timeout_s=args.client_head_timeout),
+        registry=args.registry,
+        tier=args.tier,
+        region=args.region,
+        public_url=args.public_url,
+        capacity_connections=args.capacity,
     )
 
 

@@ -181,6 +181,16 @@ async def stop_nodes(nodes: list[Node]) -> None:
     await asyncio.gather(*(n.stop() for n in nodes))
 
 
+async def shield_and_two_edges(origin: CountingOrigin) -> tuple[Node, list[Node]]:
+    """The demo topology: one shield on the origin, two edges on the shield."""
+    shield = await Node("shield", "--parent", origin.url, "--no-tokens").start()
+    edges = await start_nodes(
+        Node("edge-a", "--parent", shield.url, "--fallback", origin.url),
+        Node("edge-b", "--parent", shield.url, "--fallback", origin.url),
+    )
+    return shield, edges
+
+
 def signed(path: str, ttl_s: int = 60, now_s: float | None = None) -> str:
     token = TokenSigner.from_spec(KEYS).sign(f"/live/{CONFIG.name}/", "viewer", ttl_s, now_s)
     return tokenized(token, path)
@@ -189,11 +199,7 @@ def signed(path: str, ttl_s: int = 60, now_s: float | None = None) -> str:
 async def test_500_viewers_across_two_edges_cost_the_origin_one_request_per_shield(
     origin: CountingOrigin, channel: Channel, http: aiohttp.ClientSession
 ) -> None:
-    shield = await Node("shield", "--parent", origin.url, "--no-tokens").start()
-    edges = await start_nodes(
-        Node("edge-a", "--parent", shield.url, "--fallback", origin.url),
-        Node("edge-b", "--parent", shield.url, "--fallback", origin.url),
-    )
+    shield, edges = await shield_and_two_edges(origin)
     try:
         await channel.segment(0)
         path = seg_path(1)  # the next segment: the origin holds it until its first chunk
@@ -283,11 +289,7 @@ async def test_killing_a_shield_moves_its_objects_to_the_other_without_cutting_v
 async def test_manifest_storm_reaches_the_origin_once_per_lifetime_per_shield(
     origin: CountingOrigin, channel: Channel, http: aiohttp.ClientSession
 ) -> None:
-    shield = await Node("shield", "--parent", origin.url, "--no-tokens").start()
-    edges = await start_nodes(
-        Node("edge-a", "--parent", shield.url, "--fallback", origin.url),
-        Node("edge-b", "--parent", shield.url, "--fallback", origin.url),
-    )
+    shield, edges = await shield_and_two_edges(origin)
     mpd = f"/live/{CONFIG.name}/manifest.mpd"
     try:
         loop = asyncio.get_running_loop()
