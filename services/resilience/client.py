@@ -335,6 +335,32 @@ class ResilientChannel:
         return _UnaryStream(self.dependency, _name(method), request_serializer,
                             response_deserializer)
 
+    def stream_unary(self, method: str, request_serializer: Any = None,
+                     response_deserializer: Any = None, **_: Any) -> Any:
+        return self._streaming("stream_unary", method, request_serializer, response_deserializer)
+
+    def stream_stream(self, method: str, request_serializer: Any = None,
+                      response_deserializer: Any = None, **_: Any) -> Any:
+        return self._streaming("stream_stream", method, request_serializer,
+                               response_deserializer)
+
+    def _streaming(self, kind: str, method: str, serializer: Any, deserializer: Any) -> Any:
+        """Client-streaming calls (reflection, none in livemesh's APIs): one instance,
+        the propagated deadline, nothing else."""
+        dependency = self.dependency
+
+        def call(requests: Any = None, *, timeout: float | None = None, metadata: Any = None,
+                 **_: Any) -> Any:
+            def invoke(endpoint: Endpoint) -> Any:
+                bound = getattr(endpoint.channel, kind)(
+                    _name(method), request_serializer=serializer,
+                    response_deserializer=deserializer)
+                return lambda **kw: bound(requests, **kw)
+
+            return dependency.stream(_name(method), invoke, timeout, metadata)
+
+        return call
+
     async def close(self, grace: float | None = None) -> None:
         await self.dependency.close()
 
