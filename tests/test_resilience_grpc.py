@@ -1,0 +1,390 @@
+"""The resilience layer with real grpc.aio servers on loopback: the registry service
+(in process, and as two separate processes for the kill test)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from livemesh.registry.v1 import registry_pb2 as pb
+from livemesh.registry.v1 import registry_pb2_grpc as pb_grpc
+from services.common.clients import ChannelFactory
+from services.common.server import RunningServer, ServiceSpec, start_server
+from services.registry.service import RegistryService
+from services.resilience import metrics
+from services.resilience.backoff import Backoff
+from services.resilience.balancer import Outliers
+from services.resilience.breaker import State
+from services.resilience.client import ResilienceConfig, ResilienceLayer, ResilientChannel
+from services.resilience.faults import FaultInjector, FaultRule, ProcessKiller
+from services.resilience.handlers import method_of
+from services.resilience.limiter import AdaptiveLimiter, Gradient2
+from services.resilience.policy import POLICIES, PolicyTable, Priority
+from services.resilience.shedding import LoadShedder
+
+GET = "/livemesh.registry.v1.RegistryService/GetInstance"
+LIST = "/livemesh.registry.v1.RegistryService/ListInstances"
+REGISTER = "/livemesh.registry.v1.RegistryService/RegisterInstance"
+
+
+class Counter(grpc.aio.ServerInterceptor):
+    """Counts the calls that reach the server, per method."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        method = method_of(details)
+        self.calls[method] = self.calls.get(method, 0) + 1
+        return await continuation(details)
+
+
+class Gate(grpc.aio.ServerInterceptor):
+    """Holds unary calls of ``method`` until released; ``entered`` fires at ``n`` held."""
+
+    def __init__(self, method: str, n: int) -> None:
+        self.method, self.n, self.held = method, n, 0
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if method_of(details) != self.method:
+            return handler
+        behaviour = handler.unary_unary
+
+        async def held(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+            self.held += 1
+            if self.held >= self.n:
+                self.entered.set()
+            await self.release.wait()
+            return await behaviour(request, ctx)
+
+        return handler._replace(unary_unary=held)
+
+
+Start = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    started: list[tuple[RegistryService | None, RunningServer]] = []
+
+    async def starter(*interceptors: grpc.aio.ServerInterceptor,
+                      specs: list[ServiceSpec] | None = None) -> RunningServer:
+        service = None
+        if specs is None:
+            service = RegistryService()
+            await service.start()
+            specs = service.specs()
+        running = await start_server(specs, interceptors=interceptors)
+        started.append((service, running))
+        return running
+
+    yield starter
+    for service, running in reversed(started):
+        await running.server.stop(0)
+        if service is not None:
+            await service.close()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., ChannelFactory]]:
+    made: list[ChannelFactory] = []
+
+    def make(config: ResilienceConfig | None = None,
+             policies: PolicyTable = POLICIES) -> ChannelFactory:
+        factory = ChannelFactory(layer=ResilienceLayer(config or ResilienceConfig(), policies))
+        made.append(factory)
+        return factory
+
+    yield make
+    for factory in made:
+        await factory.close()
+
+
+def dependency(factory: ChannelFactory, target: str) -> Any:
+    channel = factory.channel(target)
+    assert isinstance(channel, ResilientChannel)
+    return channel.dependency
+
+
+class Relay(pb_grpc.RegistryServiceServicer):
+    """A hop: records the time it was given and asks the next hop (resilience layer)."""
+
+    def __init__(self, factory: ChannelFactory, target: str) -> None:
+        self.next = factory.stub(pb_grpc.RegistryServiceStub, target)
+        self.seen: list[float] = []
+
+    async def GetInstance(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.seen.append(context.time_remaining() or 0.0)
+        try:
+            return await self.next.GetInstance(request)
+        except grpc.aio.AioRpcError as error:  # pass the downstream status on
+            await context.abort(error.code(), error.details() or "")
+
+
+async def test_deadline_shrinks_hop_by_hop_and_a_slow_leaf_fails_the_call_in_time(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    leaf = await start(FaultInjector([FaultRule(GET, latency_s=3.0)]))
+    factory = clients(ResilienceConfig(margin_s=0.02))
+    hop2 = Relay(factory, leaf.target)
+    second = await start(specs=[ServiceSpec("livemesh.registry.v1.RegistryService", hop2,
+                                            pb_grpc.add_RegistryServiceServicer_to_server)])
+    hop1 = Relay(factory, second.target)
+    first = await start(specs=[ServiceSpec("livemesh.registry.v1.RegistryService", hop1,
+                                           pb_grpc.add_RegistryServiceServicer_to_server)])
+    stub = pb_grpc.RegistryServiceStub(grpc.aio.insecure_channel(first.target))
+    began = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetInstance(pb.GetInstanceRequest(name="instances/x"), timeout=0.5)
+    took = time.monotonic() - began
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert took < 0.6  # in time, not after the leaf's 3 s
+    (t1,), (t2,) = hop1.seen, hop2.seen
+    assert 0.4 < t1 <= 0.5
+    assert t2 <= t1 - 0.02  # each hop passes on less than it got (the margin and more)
+
+
+async def test_retries_stop_at_the_deadline(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    counter = Counter()
+    leaf = await start(counter, FaultInjector([FaultRule(GET, error="UNAVAILABLE",
+                                                         error_rate=1.0)]))
+    config = ResilienceConfig(max_attempts=1000, budget_min_retries=1000,
+                              backoff=Backoff(base_s=0.05, cap_s=0.05),
+                              breaker={"min_calls": 10_000})
+    stub = clients(config).stub(pb_grpc.RegistryServiceStub, leaf.target)
+    began = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetInstance(pb.GetInstanceRequest(name="instances/x"), timeout=0.3)
+    took = time.monotonic() - began
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert took < 0.3
+    assert 2 <= counter.calls[GET] <= 0.3 / 0.025 + 1  # retried, but only while time was left
+
+
+async def test_retries_stop_at_the_budget(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    counter = Counter()
+    leaf = await start(counter, FaultInjector([FaultRule(GET, error="UNAVAILABLE",
+                                                         error_rate=1.0)]))
+    config = ResilienceConfig(max_attempts=5, budget_min_retries=0,
+                              backoff=Backoff(base_s=0.0001, cap_s=0.0001),
+                              breaker={"min_calls": 10_000})
+    factory = clients(config)
+    stub = factory.stub(pb_grpc.RegistryServiceStub, leaf.target)
+    for _ in range(200):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.GetInstance(pb.GetInstanceRequest(name="instances/x"))
+    assert counter.calls[GET] == 220  # 10 % of 200 calls, though each could retry 4 times
+    assert dependency(factory, leaf.target).budget.amplification() == pytest.approx(1.1)
+
+
+async def test_attempts_per_call_stay_under_1_1_when_a_dependency_is_down(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    counter = Counter()
+    leaf = await start(counter, FaultInjector([FaultRule("*", error="UNAVAILABLE",
+                                                         error_rate=1.0)]))
+    stub = clients().stub(pb_grpc.RegistryServiceStub, leaf.target)  # defaults
+    calls = 300
+    results = await asyncio.gather(*(
+        stub.ListInstances(pb.ListInstancesRequest()) for _ in range(calls)
+    ), return_exceptions=True)
+    assert all(isinstance(r, grpc.aio.AioRpcError) for r in results)
+    assert counter.calls[LIST] / calls <= 1.1
+
+
+async def test_a_slow_dependency_fills_only_its_own_bulkhead(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    slow = await start(FaultInjector([FaultRule(LIST, latency_s=0.5)]))
+    fast = await start()
+    factory = clients(ResilienceConfig(bulkhead_size=8, bulkhead_wait_s=0.02, hedging=False))
+    slow_stub = factory.stub(pb_grpc.RegistryServiceStub, slow.target)
+    fast_stub = factory.stub(pb_grpc.RegistryServiceStub, fast.target)
+    request = pb.ListInstancesRequest()
+    for _ in range(20):  # warm
+        await fast_stub.ListInstances(request)
+
+    async def timed(call: Awaitable[Any]) -> tuple[float, Any]:
+        began = time.monotonic()
+        try:
+            result: Any = await call
+        except grpc.aio.AioRpcError as error:
+            result = error
+        return time.monotonic() - began, result
+
+    slow_calls = [asyncio.ensure_future(timed(slow_stub.ListInstances(request)))
+                  for _ in range(40)]
+    fast_times = [(await timed(fast_stub.ListInstances(request)))[0] for _ in range(50)]
+    slow_done = await asyncio.gather(*slow_calls)
+    rejected = [t for t, r in slow_done if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(rejected) == 32  # only 8 of the 40 hold a slot of the slow dependency
+    assert all(
+        r.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        for _, r in slow_done if isinstance(r, grpc.aio.AioRpcError)
+    )
+    assert max(rejected) < 0.2  # turned away after the bounded wait, not after 0.5 s
+    assert sorted(fast_times)[-3] < 0.1  # the other dependency is not slowed
+
+
+async def test_breaker_opens_probes_and_closes(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    counter = Counter()
+    faults = FaultInjector([FaultRule(LIST, error="UNAVAILABLE", error_rate=1.0)])
+    leaf = await start(counter, faults)
+    now = [0.0]
+    config = ResilienceConfig(max_attempts=1, breaker={
+        "window": 10, "min_calls": 5, "open_s": 5.0, "probes": 2, "clock": lambda: now[0]})
+    factory = clients(config)
+    stub = factory.stub(pb_grpc.RegistryServiceStub, leaf.target)
+    breaker = dependency(factory, leaf.target).breaker
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.ListInstances(pb.ListInstancesRequest())
+    assert breaker.state is State.OPEN
+    assert f'livemesh_breaker_state{{dependency="{leaf.target}"}} 2.0' in metrics.render().decode()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListInstances(pb.ListInstancesRequest())
+    assert "circuit open" in (caught.value.details() or "")
+    assert counter.calls[LIST] == 5  # refused without an attempt
+    faults.clear()  # the dependency recovers
+    now[0] = 5.0
+    await stub.ListInstances(pb.ListInstancesRequest())
+    assert breaker.state is State.HALF_OPEN  # one probe passed, one to go
+    await stub.ListInstances(pb.ListInstancesRequest())
+    assert breaker.state is State.CLOSED
+    assert counter.calls[LIST] == 7
+
+
+async def test_fallback_answers_while_the_dependency_is_down(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    leaf = await start()
+    snapshot = pb.ListInstancesResponse(instances=[pb.Instance(name="instances/last-known")])
+    policies = PolicyTable()
+    policies.declare(LIST, read_only=True, fallback=lambda request: snapshot)
+    factory = clients(ResilienceConfig(), policies)
+    stub = factory.stub(pb_grpc.RegistryServiceStub, leaf.target)
+    live = await stub.ListInstances(pb.ListInstancesRequest())
+    assert list(live.instances) == []
+    await leaf.server.stop(0)
+
+    def fallbacks() -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "livemesh_fallbacks_total", {"dependency": leaf.target, "method": LIST})
+        return value or 0.0
+
+    before = fallbacks()
+    for _ in range(5):
+        answer = await stub.ListInstances(pb.ListInstancesRequest())
+        assert [i.name for i in answer.instances] == ["instances/last-known"]
+    assert fallbacks() == before + 5
+    with pytest.raises(grpc.aio.AioRpcError):  # no fallback declared: the error shows
+        await stub.GetInstance(pb.GetInstanceRequest(name="instances/x"))
+
+
+async def _registry_process() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from services.registry.service import main; main()",
+         "--port", "0"], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = await asyncio.to_thread(process.stdout.readline)
+    assert line.startswith("registry: "), line
+    return process, line.split(": ", 1)[1].strip()
+
+
+async def test_killing_one_of_two_instances_loses_no_retryable_call(
+    clients: Callable[..., ChannelFactory],
+) -> None:
+    killer = ProcessKiller()
+    (one, a), (two, b) = await asyncio.gather(_registry_process(), _registry_process())
+    try:
+        killer.add("registry", one)
+        killer.add("registry", two)
+        factory = clients(ResilienceConfig(outliers=Outliers(consecutive=2)))
+        stub = factory.stub(pb_grpc.RegistryServiceStub, f"{a},{b}")
+        halfway = asyncio.Event()
+        done = 0
+        results: list[Any] = []
+
+        async def worker(n: int) -> None:
+            nonlocal done
+            for _ in range(n):
+                try:
+                    results.append(await stub.ListInstances(pb.ListInstancesRequest()))
+                except grpc.aio.AioRpcError as error:
+                    results.append(error)
+                done += 1
+                if done == 150:
+                    halfway.set()
+
+        workers = [asyncio.ensure_future(worker(50)) for _ in range(8)]
+        await halfway.wait()
+        assert killer.kill_one("registry") is not None
+        await asyncio.gather(*workers)
+        errors = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(results) == 400 and errors == []
+    finally:
+        for process in (one, two):
+            process.kill()
+            process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
+
+
+async def test_server_sheds_with_resource_exhausted_and_start_playback_last(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    gate = Gate(LIST, 6)  # limit 8: NORMAL may hold 6
+    shedder = LoadShedder(AdaptiveLimiter(Gradient2(initial=8, min_limit=8, max_limit=8)))
+    leaf = await start(shedder, gate)
+    channel = grpc.aio.insecure_channel(leaf.target)
+    stub = pb_grpc.RegistryServiceStub(channel)
+
+    def prio(p: Priority) -> list[tuple[str, str]]:
+        return [("livemesh-priority", str(int(p)))]
+
+    held = [asyncio.ensure_future(stub.ListInstances(pb.ListInstancesRequest()))
+            for _ in range(6)]
+    await gate.entered.wait()
+    for p in (Priority.LOW, Priority.NORMAL):  # shed at once, before any work
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ListInstances(pb.ListInstancesRequest(), metadata=prio(p), timeout=1)
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    # the hops of a StartPlayback carry CRITICAL and are still admitted; a CRITICAL call
+    # waits at the gate (it was admitted), so check admission by the in-flight count
+    critical = asyncio.ensure_future(
+        stub.ListInstances(pb.ListInstancesRequest(), metadata=prio(Priority.CRITICAL)))
+    high = asyncio.ensure_future(
+        stub.ListInstances(pb.ListInstancesRequest(), metadata=prio(Priority.HIGH)))
+    while shedder.limiter.inflight < 8 and not (critical.done() or high.done()):
+        await asyncio.sleep(0)  # yields to the server's tasks; no timing involved
+    assert not critical.done() and not high.done()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListInstances(pb.ListInstancesRequest(), metadata=prio(Priority.HIGH))
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    gate.release.set()
+    await asyncio.gather(*held, critical, high)
+    assert POLICIES.policy("/livemesh.playback.v1.PlaybackService/StartPlayback").priority \
+        is Priority.CRITICAL
+    await channel.close()

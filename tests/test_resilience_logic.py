@@ -1,0 +1,134 @@
+"""Pure logic of the resilience layer, without sockets: backoff, budget, breaker,
+limiter, p95 tracker, outlier ejection, policies."""
+
+from __future__ import annotations
+
+import random
+
+from services.resilience.backoff import Backoff, pushback_s
+from services.resilience.breaker import CircuitBreaker, State
+from services.resilience.budget import RetryBudget
+from services.resilience.latency import LatencyTracker
+from services.resilience.limiter import AdaptiveLimiter, Gradient2
+from services.resilience.policy import POLICIES, Priority
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_grows_exponentially_with_full_jitter_and_a_cap() -> None:
+    backoff = Backoff(base_s=0.01, cap_s=0.1, multiplier=2)
+    assert [backoff.ceiling(n) for n in (1, 2, 3, 4, 5)] == [0.01, 0.02, 0.04, 0.08, 0.1]
+    rng = random.Random(1)
+    delays = [backoff.delay(3, rng) for _ in range(1000)]
+    assert 0 <= min(delays) < 0.004 and 0.036 < max(delays) <= 0.04
+
+
+def test_pushback_parsed_from_trailing_metadata() -> None:
+    assert pushback_s((("grpc-retry-pushback-ms", "250"),)) == 0.25
+    assert pushback_s((("grpc-retry-pushback-ms", "-1"),)) == -1.0
+    assert pushback_s((("grpc-retry-pushback-ms", "soon"),)) == -1.0
+    assert pushback_s((("other", "1"),)) is None
+
+
+def test_budget_caps_retries_at_ten_percent_over_the_window() -> None:
+    clock = Clock()
+    budget = RetryBudget(ratio=0.1, window_s=10, min_retries=0, clock=clock)
+    granted = 0
+    for _ in range(1000):
+        budget.record_call()
+        granted += budget.try_spend()
+    assert granted == 100
+    assert budget.amplification() == 1.1
+    clock.now = 20.0  # the window has passed: the old calls no longer earn retries
+    assert not budget.try_spend()
+
+
+def test_breaker_opens_on_failure_rate_probes_and_closes() -> None:
+    clock = Clock()
+    changes: list[tuple[State, State]] = []
+    breaker = CircuitBreaker(window=10, min_calls=4, failure_rate=0.5, open_s=5, probes=2,
+                             clock=clock, on_change=lambda a, b: changes.append((a, b)))
+    for failed in (False, True, False, True):
+        assert breaker.try_acquire()
+        breaker.record(failed, 0.01)
+    assert breaker.state is State.OPEN and not breaker.try_acquire()
+    clock.now = 5.0
+    assert breaker.try_acquire() and breaker.try_acquire()  # two probes
+    assert not breaker.try_acquire()  # and no more
+    breaker.record(False, 0.01)
+    breaker.record(False, 0.01)
+    assert breaker.state is State.CLOSED
+    assert changes == [(State.CLOSED, State.OPEN), (State.OPEN, State.HALF_OPEN),
+                       (State.HALF_OPEN, State.CLOSED)]
+
+
+def test_breaker_opens_on_slow_calls_and_a_failed_probe_reopens() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(window=5, min_calls=5, slow_call_s=0.5, slow_rate=0.8,
+                             open_s=1, probes=1, clock=clock)
+    for _ in range(5):
+        breaker.try_acquire()
+        breaker.record(False, 0.6)
+    assert breaker.current() is State.OPEN
+    clock.now = 1.0
+    assert breaker.try_acquire()
+    breaker.record(True, 0.01)
+    assert breaker.current() is State.OPEN
+
+
+def test_latency_tracker_p95() -> None:
+    tracker = LatencyTracker(size=100, min_samples=20)
+    for i in range(19):
+        tracker.add(i / 1000)
+    assert tracker.p95() is None
+    for i in range(19, 100):
+        tracker.add(i / 1000)
+    assert tracker.p95() == 0.094
+    for _ in range(100):  # the window slides: old samples go
+        tracker.add(1.0)
+    assert tracker.p95() == 1.0
+
+
+def test_gradient2_shrinks_when_latency_queues_and_grows_when_not() -> None:
+    limit = Gradient2(initial=50, min_limit=4, max_limit=200, sample_window=10)
+    for _ in range(200):
+        limit.on_sample(0.010, inflight=50)
+    grown = limit.limit
+    assert grown > 50
+    for _ in range(200):
+        limit.on_sample(0.050, inflight=int(limit.limit))  # five times the floor: queueing
+    assert limit.limit < grown * 0.6
+
+
+def test_priorities_share_the_limit_and_critical_is_shed_last() -> None:
+    limiter = AdaptiveLimiter(Gradient2(initial=8, min_limit=8, max_limit=8))
+    admitted = {p: 0 for p in Priority}
+    for prio in (Priority.LOW, Priority.NORMAL, Priority.HIGH, Priority.CRITICAL):
+        while limiter.try_acquire(prio):
+            admitted[prio] += 1
+    # LOW up to 4 in flight, NORMAL up to 6, HIGH up to 7.2, CRITICAL up to 8
+    assert admitted == {Priority.LOW: 4, Priority.NORMAL: 2, Priority.HIGH: 2,
+                        Priority.CRITICAL: 0}
+    limiter.release(0.01)
+    assert not limiter.try_acquire(Priority.NORMAL)
+    assert limiter.try_acquire(Priority.CRITICAL)
+
+
+def test_declared_policies() -> None:
+    start = POLICIES.policy("/livemesh.playback.v1.PlaybackService/StartPlayback")
+    assert start.priority is Priority.CRITICAL and not start.idempotent
+    get = POLICIES.policy("/livemesh.catalog.v1.CatalogService/GetTitle")
+    assert get.read_only and get.idempotent
+
+    class Mutation:
+        request_id = ""
+
+    assert not start.retry_safe(Mutation())
+    Mutation.request_id = "r-1"
+    assert start.retry_safe(Mutation())
