@@ -1,0 +1,1 @@
+"""Playback: press play — authorise, pick edges, hand out signed manifest URLs."""
