@@ -14,7 +14,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("livemesh.stack", "run the local stack with a live demo channel"),
     "origin": ("live.origin", "serve LL-DASH from the manifest state in Redis"),
     "channel": ("live.channel", "run a live channel: source, ABR encode, CMAF package"),
+    "ingest": ("live.ingest.server", "take WHIP and RTMP broadcasters into live channels"),
     "edge": ("edge.node", "run an edge or shield cache node (tier set by --parent)"),
+    "registry": ("services.registry.service", "run the service registry (gRPC)"),
+    "identity": ("services.identity.service", "run the identity service: accounts, tokens (gRPC)"),
+    "catalog": ("services.catalog.service", "run the catalog service (gRPC)"),
+    "search": ("services.search.service", "run the search service (gRPC)"),
+    "profile": ("services.profile.service", "run the profile service (gRPC)"),
+    "recommend": ("services.recommend.service", "run the recommendation service (gRPC)"),
+    "playback": ("services.playback.service", "run the playback service (gRPC)"),
+    "channels": ("services.channels.service", "run the live channel service (gRPC)"),
+    "gateway": ("services.gateway.app", "run the HTTP/JSON gateway for players and browsers"),
 }
 
 

@@ -1,0 +1,340 @@
+"""A :class:`ChannelSource` fed by a broadcaster: the bridge between two clocks.
+
+The broadcaster's frames arrive when the network delivers them, stamped with the
+broadcaster's clock.  The channel pulls frames on its own wall-clock timeline.
+In between:
+
+* every input timestamp is mapped onto the wall clock by a :class:`MediaClock`
+  (``arrival of the first frame + playout delay + (pts - first pts)``), and
+  re-anchored when the mapping leaves a sane window (a restart, a jump, a gap,
+  a drifting sender clock), so jitter never reaches the output;
+* video keeps a short queue of mapped pictures; a pull at wall time ``t`` shows
+  the newest picture mapped at or before ``t`` (frame-rate conversion by repeat
+  and drop), scaled and letterboxed to the top rung's size once per picture;
+* audio is resampled to the channel's rate and layout and written at the
+  *output sample position* its mapped time names, so a pull of AAC frame ``k``
+  takes exactly the samples of ``[k*1024, (k+1)*1024)``: sound and picture of
+  one instant leave together (within a frame), and missing samples are silence.
+
+While no broadcaster is attached, or the attached one has sent nothing for
+:data:`STALE_MS`, the channel gets the slate and silence.  One broadcaster at
+a time: a second :meth:`IngestSource.attach` raises :class:`ChannelBusy`
+unless the first one has gone stale (then it is evicted: a crashed encoder's
+reconnect must not wait for the dead session's timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+from numpy.typing import NDArray
+from prometheus_client import Counter
+
+from live.ingest.slate import SlateKind, Slates
+from live.ladder import ChannelConfig
+from live.source import AAC_FRAME_SAMPLES
+from livemesh import clock
+
+log = logging.getLogger("livemesh.ingest")
+
+PLAYOUT_DELAY_MS = 150  # input is played this long after it arrives: absorbs network jitter
+LATE_MARGIN_MS = 50  # the channel pulls sound up to a video frame ahead of its time
+RESYNC_AHEAD_MS = 1000  # a frame mapped this far beyond arrival + delay re-anchors its clock
+STALE_MS = 2000  # a broadcaster that sent nothing for this long is shown as gone
+VIDEO_QUEUE_FRAMES = 60  # decoded pictures waiting for their playout time, at most
+AUDIO_QUEUE_MS = 2000  # audio waiting for its playout time, at most
+AUDIO_SNAP_MS = 20  # a frame this close to where the last one ended is written back to back
+
+RESYNCS = Counter(
+    "livemesh_ingest_clock_resyncs", "Input clocks re-anchored onto the wall clock", ["channel"]
+)
+DROPPED = Counter(
+    "livemesh_ingest_dropped", "Input frames dropped (late or over the bound)", ["channel", "kind"]
+)
+
+
+class ChannelBusy(Exception):
+    """The channel already has a live broadcaster."""
+
+
+class MediaClock:
+    """Maps one input clock (seconds) onto the wall clock (ms)."""
+
+    def __init__(self, delay_ms: int = PLAYOUT_DELAY_MS) -> None:
+        self.delay_ms = delay_ms
+        self._offset_ms: float | None = None
+        self.resyncs = 0
+
+    def map(self, pts_s: float, arrival_ms: int) -> float:
+        """Wall-clock ms at which media stamped ``pts_s`` (arrived at ``arrival_ms``) plays."""
+        target = arrival_ms + self.delay_ms
+        mapped = pts_s * 1000 + self._offset_ms if self._offset_ms is not None else None
+        # late (would miss its slot) or far early (the buffer would grow): re-anchor
+        late = arrival_ms + LATE_MARGIN_MS
+        if mapped is None or mapped < late or mapped > target + RESYNC_AHEAD_MS:
+            if mapped is not None:
+                self.resyncs += 1
+            self._offset_ms = target - pts_s * 1000
+            mapped = float(target)
+        return mapped
+
+
+@dataclass
+class _AudioRun:
+    """Resampled audio samples starting at an output sample position."""
+
+    position: int
+    samples: NDArray[np.float32]  # shape (channels, n)
+
+    @property
+    def end(self) -> int:
+        return self.position + self.samples.shape[1]
+
+
+class IngestSource:
+    """The channel's source while it takes ingest: broadcaster or slate."""
+
+    def __init__(self, config: ChannelConfig) -> None:
+        self.config = config
+        top = config.video[0]
+        self.width, self.height = top.width, top.height
+        self.sample_rate, self.channels = config.audio.sample_rate, config.audio.channels
+        self.slates = Slates(self.width, self.height, config.name)
+        self._lock = threading.Lock()
+        self._feed: IngestFeed | None = None
+        self._ever_live = False
+        self._origin_ms: int | None = None  # wall clock of the channel's media time 0
+        self._pictures: deque[tuple[float, av.VideoFrame]] = deque()
+        self._current: av.VideoFrame | None = None
+        self._current_fitted: av.VideoFrame | None = None
+        self._audio: deque[_AudioRun] = deque()
+        self.on_air = threading.Event()  # set while a broadcaster's media is shown
+
+    # -- broadcaster side ---------------------------------------------------------------
+
+    def attach(
+        self, shared_clock: bool, on_evicted: Callable[[], None] | None = None
+    ) -> IngestFeed:
+        """A feed for a new broadcaster; raises :class:`ChannelBusy` if one is live.
+
+        ``shared_clock``: audio and video timestamps come from one clock (RTMP), so
+        one mapping serves both; otherwise (WebRTC tracks start at 0 each) each
+        track is anchored on its own first arrival.
+        """
+        evicted: IngestFeed | None = None
+        with self._lock:
+            current = self._feed
+            if current is not None:
+                if not current.stale(clock.now_ms()):
+                    raise ChannelBusy(self.config.name)
+                evicted = current
+            feed = IngestFeed(self, shared_clock, on_evicted)
+            self._feed = feed
+            self._clear_media()
+        if evicted is not None:
+            log.info("channel %s: stale broadcaster evicted by a new one", self.config.name)
+            evicted.detached = True
+            if evicted.on_evicted:
+                evicted.on_evicted()
+        return feed
+
+    def detach(self, feed: IngestFeed) -> None:
+        with self._lock:
+            if self._feed is feed:
+                self._feed = None
+                self._clear_media()
+                self.on_air.clear()
+        feed.detached = True
+
+    @property
+    def publishing(self) -> bool:
+        return self._feed is not None
+
+    def _clear_media(self) -> None:
+        self._pictures.clear()
+        self._audio.clear()
+        self._current = self._current_fitted = None
+
+    def _push_picture(self, feed: IngestFeed, at_ms: float, frame: av.VideoFrame) -> None:
+        with self._lock:
+            if self._feed is not feed:
+                return
+            if self._pictures and at_ms < self._pictures[-1][0]:
+                self._pictures.clear()  # the clock went back: the newer mapping wins
+            self._pictures.append((at_ms, frame))
+            while len(self._pictures) > VIDEO_QUEUE_FRAMES:
+                self._pictures.popleft()
+                DROPPED.labels(self.config.name, "video").inc()
+
+    def _audio_position(self, at_ms: float) -> int | None:
+        if self._origin_ms is None:
+            return None  # the channel has not pulled yet: no timeline to place sound on
+        return round((at_ms - self._origin_ms) * self.sample_rate / 1000)
+
+    def _push_sound(self, feed: IngestFeed, position: int, samples: NDArray[np.float32]) -> None:
+        with self._lock:
+            if self._feed is not feed:
+                return
+            if self._audio and position < self._audio[-1].end:
+                # overlaps what is queued (a clock jumped back): the newer sound wins
+                while self._audio and self._audio[-1].position >= position:
+                    self._audio.pop()
+                if self._audio and self._audio[-1].end > position:
+                    last = self._audio[-1]
+                    last.samples = last.samples[:, : position - last.position]
+            self._audio.append(_AudioRun(position, samples))
+            limit = AUDIO_QUEUE_MS * self.sample_rate // 1000
+            while self._audio and self._audio[-1].end - self._audio[0].position > limit:
+                self._audio.popleft()
+                DROPPED.labels(self.config.name, "audio").inc()
+
+    # -- channel side (ChannelSource) ---------------------------------------------------
+
+    def video_frame(self, index: int, captured_ms: int) -> av.VideoFrame:
+        with self._lock:
+            self._origin_ms = captured_ms - index * 1000 // self.config.frame_rate
+            while self._pictures and self._pictures[0][0] <= captured_ms:
+                self._current = self._pictures.popleft()[1]
+                self._current_fitted = None
+            feed, picture, fitted = self._feed, self._current, self._current_fitted
+            live = feed is not None and picture is not None and not feed.stale(clock.now_ms())
+            if live:
+                self._ever_live = True
+                self.on_air.set()
+            else:
+                self.on_air.clear()
+            kind = SlateKind.BACK if self._ever_live else SlateKind.STARTING
+        if not live or picture is None:
+            return self.slates.frame(kind)
+        if fitted is None:
+            fitted = fit_picture(picture, self.width, self.height)
+            with self._lock:
+                if self._current is picture:
+                    self._current_fitted = fitted
+        return fitted
+
+    def audio_frame(self, index: int) -> av.AudioFrame:
+        first = index * AAC_FRAME_SAMPLES
+        end = first + AAC_FRAME_SAMPLES
+        out = np.zeros((self.channels, AAC_FRAME_SAMPLES), np.float32)
+        with self._lock:
+            while self._audio and self._audio[0].end <= first:
+                self._audio.popleft()  # its slot has passed
+                DROPPED.labels(self.config.name, "audio").inc()
+            for run in self._audio:
+                if run.position >= end:
+                    break
+                lo, hi = max(run.position, first), min(run.end, end)
+                taken = run.samples[:, lo - run.position : hi - run.position]
+                out[:, lo - first : hi - first] = taken
+            if self._feed is None or not self.on_air.is_set():
+                out[:] = 0  # slate: silence (but keep the queue moving)
+        layout = "stereo" if self.channels == 2 else "mono"
+        frame = av.AudioFrame.from_ndarray(out, format="fltp", layout=layout)
+        frame.sample_rate = self.sample_rate
+        frame.pts = first
+        frame.time_base = Fraction(1, self.sample_rate)
+        return frame
+
+
+class IngestFeed:
+    """One broadcaster's way into an :class:`IngestSource`; thread-safe to push into."""
+
+    def __init__(
+        self, source: IngestSource, shared_clock: bool, on_evicted: Callable[[], None] | None
+    ) -> None:
+        self.source = source
+        self.on_evicted = on_evicted
+        self.detached = False
+        self.attached_ms = clock.now_ms()
+        self.last_arrival_ms: int | None = None
+        self._video_clock = MediaClock()
+        self._audio_clock = self._video_clock if shared_clock else MediaClock()
+        self._resampler = av.AudioResampler(
+            format="fltp",
+            layout="stereo" if source.channels == 2 else "mono",
+            rate=source.sample_rate,
+        )
+        self._next_audio: int | None = None
+        self.video_frames = 0
+        self.audio_frames = 0
+
+    def stale(self, now_ms: int) -> bool:
+        """Nothing received for :data:`STALE_MS` (or since attaching, for a silent start)."""
+        last = self.last_arrival_ms if self.last_arrival_ms is not None else self.attached_ms
+        return now_ms - last > STALE_MS
+
+    @property
+    def resyncs(self) -> int:
+        extra = self._audio_clock.resyncs if self._audio_clock is not self._video_clock else 0
+        return self._video_clock.resyncs + extra
+
+    def video(self, frame: av.VideoFrame, pts_s: float, arrival_ms: int | None = None) -> None:
+        """A decoded picture stamped ``pts_s`` on the broadcaster's clock."""
+        at_ms = self._stamp(self._video_clock, pts_s, arrival_ms)
+        self.video_frames += 1
+        self.source._push_picture(self, at_ms, frame)
+
+    def audio(self, frame: av.AudioFrame, pts_s: float, arrival_ms: int | None = None) -> None:
+        """Decoded sound stamped ``pts_s``; any format, resampled to the channel's."""
+        at_ms = self._stamp(self._audio_clock, pts_s, arrival_ms)
+        self.audio_frames += 1
+        frame.pts = None  # the resampler need not keep the broadcaster's timestamps
+        for out in self._resampler.resample(frame):
+            samples = out.to_ndarray().astype(np.float32, copy=False)
+            self._place_audio(at_ms, samples)
+            at_ms += samples.shape[1] * 1000 / self.source.sample_rate
+
+    def _stamp(self, media_clock: MediaClock, pts_s: float, arrival_ms: int | None) -> float:
+        """The wall-clock playout time of media stamped ``pts_s``, arriving now."""
+        arrival = clock.now_ms() if arrival_ms is None else arrival_ms
+        before = media_clock.resyncs
+        at_ms = media_clock.map(pts_s, arrival)
+        if media_clock.resyncs != before:
+            RESYNCS.labels(self.source.config.name).inc()
+            log.info("channel %s: input clock re-anchored", self.source.config.name)
+        self.last_arrival_ms = arrival
+        return at_ms
+
+    def _place_audio(self, at_ms: float, samples: NDArray[np.float32]) -> None:
+        position = self.source._audio_position(at_ms)
+        if position is None:
+            return
+        snap = AUDIO_SNAP_MS * self.source.sample_rate // 1000
+        if self._next_audio is not None and abs(position - self._next_audio) <= snap:
+            position = self._next_audio  # back to back: no click from rounding or jitter
+        self._next_audio = position + samples.shape[1]
+        self.source._push_sound(self, position, samples)
+
+    def close(self) -> None:
+        self.source.detach(self)
+
+
+def fit_picture(picture: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """``picture`` scaled into ``width`` x ``height`` yuv420p, letterboxed to keep its shape."""
+    if (picture.width, picture.height) == (width, height) and picture.format.name == "yuv420p":
+        return picture
+    scale = min(width / picture.width, height / picture.height)
+    fit_w = min(width, max(2, round(picture.width * scale) & ~1))
+    fit_h = min(height, max(2, round(picture.height * scale) & ~1))
+    scaled = picture.reformat(width=fit_w, height=fit_h, format="yuv420p")
+    if (fit_w, fit_h) == (width, height):
+        return scaled
+    planes = scaled.to_ndarray()  # (fit_h * 3 / 2, fit_w): Y, then U and V stacked
+    canvas = np.empty((height * 3 // 2, width), np.uint8)
+    canvas[:height] = 16
+    canvas[height:] = 128
+    top, left = ((height - fit_h) // 2) & ~1, ((width - fit_w) // 2) & ~1
+    canvas[top : top + fit_h, left : left + fit_w] = planes[:fit_h]
+    chroma = canvas[height:].reshape(2, height // 2, width // 2)
+    source_chroma = planes[fit_h:].reshape(2, fit_h // 2, fit_w // 2)
+    chroma[:, top // 2 : (top + fit_h) // 2, left // 2 : (left + fit_w) // 2] = source_chroma
+    canvas[height:] = chroma.reshape(height // 2, width)
+    return av.VideoFrame.from_ndarray(canvas, format="yuv420p")
