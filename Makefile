@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps lint clean protos proto-check
+.PHONY: demo test setup system-deps lint clean protos proto-check bench-deps
 
 demo: setup
 	$(BIN)/livemesh demo
@@ -43,3 +43,9 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# What the edge benchmarks compare against and load with (bench/edge_cached.py): nginx, wrk.
+bench-deps:
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx-light wrk >/dev/null; }
