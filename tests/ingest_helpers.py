@@ -52,7 +52,7 @@ async def next_segment_centre(store: ChannelStore, rep: str = "v360") -> tuple[i
             init = await store.init_segment(epoch.id, rep)
             chunks, _ = await store.chunks(epoch.id, rep, event.segment)
             assert init is not None
-            with av.open(io.BytesIO(init + b"".join(chunks))) as container:
+            with av.open(io.BytesIO(init + b"".join(chunks)), "r") as container:
                 frames = list(container.decode(video=0))
             picture = frames[len(frames) // 2].to_ndarray(format="rgb24")
             h, w = picture.shape[:2]
@@ -86,6 +86,7 @@ class ToneTrack(AudioStreamTrack):
 
     async def recv(self) -> av.AudioFrame:
         silence = await super().recv()  # paced by aiortc
+        assert isinstance(silence, av.AudioFrame) and silence.pts is not None
         n = silence.samples
         t = (silence.pts + np.arange(n)) / silence.sample_rate
         wave = (0.3 * 32767 * np.sin(2 * math.pi * 440 * t)).astype(np.int16).reshape(1, -1)

@@ -1,17 +1,18 @@
 """Stream keys: which channel a broadcaster's secret publishes to.
 
-The channels service (``livemesh.channels.v1.ChannelService``) owns the keys; it
-is not written yet, so ingest depends only on the small :class:`StreamKeys`
-protocol and reads the Redis records below, which the channels service is to
-write (``CheckStreamKey`` answers from the same records):
+The channels service (``services/channels``) owns the keys.  Ingest depends
+only on the small :class:`StreamKeys` protocol; :class:`RedisStreamKeys` reads
+the records the channels service writes (its ``CheckStreamKey`` answers from
+the same hash), so a key check costs one Redis round trip and no gRPC hop on
+the ingest path, and ingest keeps working through a control-plane outage:
 
-==============================  =====================================================
-``lm:streamkey:{sha256 hex}``   the channel id the key publishes to (no TTL)
-``lm:{ch}:streamkey``           the sha256 hex of the channel's current key
-==============================  =====================================================
+=============================  ================================================
+``lm:streamkeys``              hash SHA-256(stream key) -> channel id
+``lm:{ch}:streamkey``          SHA-256 of the channel's current stream key
+=============================  ================================================
 
-Only digests are stored, so a dump of Redis does not leak a key; rotating
-writes both records and deletes the old digest's record.
+Only digests are stored, so a dump of Redis does not leak a key.  Ending a
+channel or rotating its key removes the old digest, so it stops working.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import hashlib
 from typing import Protocol
 
 import redis.asyncio as aioredis
+
+STREAM_KEYS = "lm:streamkeys"
 
 
 class StreamKeys(Protocol):
@@ -41,19 +44,19 @@ class RedisStreamKeys:
     async def channel_for(self, stream_key: str) -> str | None:
         if not stream_key or len(stream_key) > 256:
             return None
-        raw = await self.redis.get(f"lm:streamkey:{key_digest(stream_key)}")
+        raw = await self.redis.hget(STREAM_KEYS, key_digest(stream_key))
         return _text(raw) if raw else None
 
     async def issue(self, channel: str, stream_key: str) -> None:
-        """Make ``stream_key`` the channel's key (the old one stops working)."""
+        """Make ``stream_key`` the channel's key, as the channels service does (dev and tests)."""
         current_key = f"lm:{{{channel}}}:streamkey"
         raw = await self.redis.get(current_key)
         old = _text(raw) if raw else None
         digest = key_digest(stream_key)
         async with self.redis.pipeline(transaction=True) as pipe:
             if old and old != digest:
-                pipe.delete(f"lm:streamkey:{old}")
-            pipe.set(f"lm:streamkey:{digest}", channel)
+                pipe.hdel(STREAM_KEYS, old)
+            pipe.hset(STREAM_KEYS, digest, channel)
             pipe.set(current_key, digest)
             await pipe.execute()
 

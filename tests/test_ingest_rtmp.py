@@ -1,0 +1,77 @@
+"""RTMP ingest: Debian's ffmpeg CLI publishes, the channel shows it; the key is enforced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+
+from live.ingest.server import IngestServer
+from live.state import ChannelStore
+from tests.ingest_helpers import (
+    BROADCAST_RGB,
+    ingest_server,
+    is_broadcast,
+    is_slate,
+    next_segment_centre,
+    wait_threading_event,
+)
+
+KEY = "rtmp-secret-key"
+
+
+@contextlib.asynccontextmanager
+async def ffmpeg_publisher(
+    server: IngestServer, key: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``ffmpeg -re`` sending a magenta picture and a tone as FLV over RTMP, for the body."""
+    assert server.rtmp is not None
+    colour = "0x{:02X}{:02X}{:02X}".format(*BROADCAST_RGB)
+    process = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+        "-f", "lavfi", "-i", f"color=c={colour}:s=320x180:r=30",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
+        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+        "-f", "flv", f"rtmp://127.0.0.1:{server.rtmp.port}/live/{key}",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
+async def test_ffmpeg_publishes_over_rtmp_and_the_slate_returns_after(
+    redis: aioredis.Redis,
+) -> None:
+    store = ChannelStore(redis, "rtmp")
+    async with ingest_server(redis, "rtmp", KEY, rtmp=True) as server:
+        source = server.sources["rtmp"]
+        epoch = await store.current_epoch()
+        async with ffmpeg_publisher(server, KEY):
+            assert await wait_threading_event(source.on_air, 15)
+            _, colour = await next_segment_centre(store)
+            assert is_broadcast(colour), colour
+            # a second publisher for the same channel is turned away
+            async with ffmpeg_publisher(server, KEY) as second:
+                assert await asyncio.wait_for(second.wait(), 15) != 0
+            assert source.on_air.is_set()
+        # the publisher stopped: the slate is back within a segment or two
+        colours = [(await next_segment_centre(store))[1] for _ in range(2)]
+        assert is_slate(colours[-1]), colours
+        assert not source.publishing
+        assert (await store.current_epoch()) == epoch
+
+
+async def test_a_wrong_stream_key_is_refused(redis: aioredis.Redis) -> None:
+    async with ingest_server(redis, "rtmp", KEY, rtmp=True) as server:
+        async with ffmpeg_publisher(server, "not-the-key") as publisher:
+            assert await asyncio.wait_for(publisher.wait(), 15) != 0
+            assert publisher.stderr is not None
+            assert b"rtmp://" in await publisher.stderr.read()  # the connection was dropped
+        assert not server.sources["rtmp"].publishing

@@ -1,0 +1,132 @@
+"""IngestSource without sockets: clocks, slate, frame-rate conversion, A/V placement."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from live.ingest.ingest_source import (
+    PLAYOUT_DELAY_MS,
+    STALE_MS,
+    ChannelBusy,
+    IngestSource,
+    MediaClock,
+)
+from live.ingest.whip import BoundedDecodeQueue, is_keyframe
+from tests.live_helpers import small_config
+
+START_MS = 1_000_000  # the channel's media time 0, on the wall clock
+
+
+def picture(value: int, width: int = 320, height: int = 240) -> av.VideoFrame:
+    planes = np.full((height * 3 // 2, width), 128, np.uint8)
+    planes[:height] = value
+    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+
+
+def luma(frame: av.VideoFrame) -> int:
+    return int(frame.to_ndarray()[frame.height // 2, frame.width // 2])
+
+
+def sound(level: float, samples: int = 960, rate: int = 48_000) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(
+        np.full((2, samples), level, np.float32), format="fltp", layout="stereo"
+    )
+    frame.sample_rate = rate
+    return frame
+
+
+def test_the_clock_absorbs_jitter_and_re_anchors_on_jumps() -> None:
+    media = MediaClock()
+    assert media.map(10.0, 5000) == 5000 + PLAYOUT_DELAY_MS
+    # late and early arrivals within the playout delay keep the mapping exact
+    assert media.map(10.1, 5180) == 5100 + PLAYOUT_DELAY_MS
+    assert media.map(10.2, 5200) == 5200 + PLAYOUT_DELAY_MS
+    assert media.resyncs == 0
+    # the broadcaster restarts its clock at 0: re-anchored on arrival
+    assert media.map(0.0, 5300) == 5300 + PLAYOUT_DELAY_MS
+    # a frame far later than its timestamp says: re-anchored, never played in the past
+    assert media.map(0.1, 6000) == 6000 + PLAYOUT_DELAY_MS
+    assert media.resyncs == 2
+
+
+def test_slate_until_a_broadcaster_then_its_pictures_at_the_channel_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = small_config("unit")
+    source = IngestSource(config)
+    now = [START_MS]
+    monkeypatch.setattr("livemesh.clock.now_ms", lambda: now[0])
+    slate = source.video_frame(0, START_MS)
+    assert (slate.width, slate.height) == (640, 360)
+    feed = source.attach(shared_clock=True)
+    # a 60 fps broadcaster, arriving on time: pictures 0..59 with luma 100 + i
+    for i in range(60):
+        feed.video(picture(100 + i), i / 60, START_MS + i * 1000 // 60)
+    now[0] = START_MS + 1000
+    shown = [luma(source.video_frame(i, START_MS + i * 1000 // 30)) for i in range(30)]
+    # frame i (captured at i/30 s) shows the newest picture due by then: 60 -> 30 fps drops
+    first_due = PLAYOUT_DELAY_MS * 30 // 1000 + 1
+    assert shown[first_due] in range(100, 104)
+    steps = np.diff(shown[first_due:])
+    assert set(steps.tolist()) <= {1, 2, 3}  # 60 -> 30 fps: about every other picture
+    assert source.on_air.is_set()
+    # the broadcaster is scaled and letterboxed (4:3 into 16:9) to the top rung's size
+    frame = source.video_frame(30, START_MS + 1000)
+    assert (frame.width, frame.height) == (640, 360)
+    assert frame.to_ndarray()[180, 10] == 16  # black bar at the side
+    # a second broadcaster is refused while the first is live, admitted once it is stale
+    with pytest.raises(ChannelBusy):
+        source.attach(shared_clock=True)
+    now[0] += STALE_MS + 1
+    assert luma(source.video_frame(90, START_MS + 3000)) != luma(frame)  # slate again
+    assert not source.on_air.is_set()
+    evicted: list[bool] = []
+    feed.on_evicted = lambda: evicted.append(True)
+    source.attach(shared_clock=True)
+    assert evicted == [True] and feed.detached
+
+
+def test_sound_lands_on_the_output_sample_its_timestamp_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = IngestSource(small_config("unit"))
+    now = [START_MS]
+    monkeypatch.setattr("livemesh.clock.now_ms", lambda: now[0])
+    source.video_frame(0, START_MS)  # the channel has started: its timeline exists
+    feed = source.attach(shared_clock=True)
+    # 44.1 kHz input starting at arrival START_MS: it plays from START_MS + delay
+    for i in range(20):
+        feed.video(picture(200), i * 0.05, START_MS + i * 50)
+        feed.audio(sound(0.5, 2205, 44_100), i * 0.05, START_MS + i * 50)
+    now[0] = START_MS + 600
+    source.video_frame(18, START_MS + 600)  # on air
+    heard = np.concatenate([source.audio_frame(k).to_ndarray() for k in range(12)], axis=1)
+    first_sound = int(np.argmax(np.abs(heard[0]) > 0.25))
+    # the first sample plays with the first picture (both at START_MS + delay): within 2 ms
+    assert abs(first_sound - PLAYOUT_DELAY_MS * 48) <= 96, first_sound
+    assert np.all(np.abs(heard[:, first_sound + 64 :] - 0.5) < 0.05)  # no gaps, no clicks
+
+
+def test_the_decode_queue_drops_to_a_keyframe_and_asks_for_one() -> None:
+    class Codec:
+        name = "H264"
+
+    class Encoded:
+        def __init__(self, key: bool) -> None:
+            nal = 5 if key else 1
+            self.data = b"\x00\x00\x00\x01" + bytes([0x60 | nal]) + b"\x88" * 10
+
+    requests: list[bool] = []
+    decode_queue = BoundedDecodeQueue("video", 4, lambda: requests.append(True))
+    for _ in range(4):
+        decode_queue.put((Codec, Encoded(key=False)))
+    decode_queue.put((Codec, Encoded(key=False)))  # over the bound: all goes, PLI
+    assert decode_queue.qsize() == 0 and requests == [True]
+    decode_queue.put((Codec, Encoded(key=False)))  # still no keyframe: dropped
+    assert decode_queue.qsize() == 0
+    decode_queue.put((Codec, Encoded(key=True)))
+    decode_queue.put((Codec, Encoded(key=False)))
+    assert decode_queue.qsize() == 2 and decode_queue.dropped == 6
+    assert is_keyframe("VP8", b"\x10\x02") and not is_keyframe("VP8", b"\x11\x02")
