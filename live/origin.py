@@ -354,10 +354,10 @@ def build_app(redis: aioredis.Redis, *, time_url: str | None = None) -> web.Appl
     return app
 
 
-async def serve(host: str, port: int, redis_url: str) -> None:
+async def serve(host: str, port: int, redis_url: str, time_url: str | None = None) -> None:
     """Run the origin until SIGINT or SIGTERM, then close listeners and Redis cleanly."""
     redis = aioredis.Redis.from_url(redis_url)
-    runner = web.AppRunner(build_app(redis))
+    runner = web.AppRunner(build_app(redis, time_url=time_url))
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -377,9 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument(
+        "--time-url",
+        help="UTCTiming URL players sync with (a time service every edge answers); "
+        "default: /time on the Host of the request",
+    )
     args = parser.parse_args(argv)
     if not args.redis_url:
         parser.error("no Redis: give --redis-url or set REDIS_URL")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(args.host, args.port, args.redis_url))
+    asyncio.run(serve(args.host, args.port, args.redis_url, args.time_url))
     return 0

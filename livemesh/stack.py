@@ -23,11 +23,13 @@ from pathlib import Path
 from types import FrameType
 
 from livemesh.redis_server import EmbeddedRedis, configured_redis_url
+from livemesh.tokens import TokenSigner
 
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "deploy" / "local.toml"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
-PLACEHOLDER = re.compile(r"\{(redis_url|port:[a-z0-9_-]+)\}")
+PLACEHOLDER = re.compile(r"\{(redis_url|port:[a-z0-9_-]+|token:[^}]+)\}")
+DEMO_TOKEN_TTL_S = 86_400
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ def free_port() -> int:
 def load_topology(path: Path, redis_url: str, free_ports: bool) -> Topology:
     """Read the topology file and fill in every placeholder."""
     raw = tomllib.loads(path.read_text())
+    signer = TokenSigner.from_env()
     ports = {
         name: free_port() if free_ports else int(p) for name, p in raw.get("ports", {}).items()
     }
@@ -60,7 +63,12 @@ def load_topology(path: Path, redis_url: str, free_ports: bool) -> Topology:
     def fill(text: str) -> str:
         def value(match: re.Match[str]) -> str:
             key = match.group(1)
-            return redis_url if key == "redis_url" else str(ports[key.split(":", 1)[1]])
+            if key == "redis_url":
+                return redis_url
+            kind, name = key.split(":", 1)
+            if kind == "token":
+                return signer.sign(name, session="demo", ttl_s=DEMO_TOKEN_TTL_S)
+            return str(ports[name])
 
         return PLACEHOLDER.sub(value, text)
 
