@@ -16,7 +16,7 @@ from services.catalog.service import CatalogService
 from services.channels.service import ChannelService
 from services.common.auth import TokenVerifier
 from services.common.clients import ChannelFactory
-from services.playback.service import PlaybackServicer, PlaybackService
+from services.playback.service import PlaybackService, PlaybackServicer
 from services.playback.steering import rank_edges, region_distance
 from services.registry.service import RegistryService
 from tests.services.conftest import SignUp, Start, expect_error
