@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("livemesh.stack", "run the local stack with a live demo channel"),
     "origin": ("live.origin", "serve LL-DASH from the manifest state in Redis"),
     "channel": ("live.channel", "run a live channel: source, ABR encode, CMAF package"),
+    "ingest": ("live.ingest.server", "take WHIP and RTMP broadcasters into live channels"),
     "edge": ("edge.node", "run an edge or shield cache node (tier set by --parent)"),
     "registry": ("services.registry.service", "run the service registry (gRPC)"),
     "identity": ("services.identity.service", "run the identity service: accounts, tokens (gRPC)"),
