@@ -54,13 +54,11 @@ class RenditionEncoder(ABC):
     ) -> list[EncodedUnit]:
         """Encode one frame; returns the access units that came out (zero or more)."""
 
-    def _open_init_muxer(
-        self, stream: av.stream.Stream, container: av.container.OutputContainer, sink: io.BytesIO
-    ) -> None:
+    def _write_init(self, container: av.container.OutputContainer, sink: io.BytesIO) -> None:
+        """Open the encoder and let FFmpeg's mp4 muxer write the CMAF header: our init segment."""
         container.start_encoding()
         self.init_segment = sink.getvalue()
         self.track = read_init(self.init_segment)
-        self._stream = stream
 
     def _units(self, packets: list[av.Packet]) -> list[EncodedUnit]:
         return [self._unit(p) for p in packets]
@@ -89,7 +87,8 @@ class VideoEncoder(RenditionEncoder):
                 f"vbv-maxrate={rung.bitrate // 1000}:vbv-bufsize={rung.bitrate // 1000}"
             ),
         }
-        self._open_init_muxer(stream, container, sink)
+        self._write_init(container, sink)
+        self._stream = stream
         self._container = container
         self.representation = Representation(
             id=rung.name,
@@ -136,7 +135,8 @@ class AudioEncoder(RenditionEncoder):
         stream = container.add_stream("aac", rate=rung.sample_rate)
         stream.layout = "stereo" if rung.channels == 2 else "mono"
         stream.bit_rate = rung.bitrate
-        self._open_init_muxer(stream, container, sink)
+        self._write_init(container, sink)
+        self._stream = stream
         self._container = container
         self.representation = Representation(
             id=rung.name,
@@ -155,7 +155,7 @@ class AudioEncoder(RenditionEncoder):
         return self._units(self._stream.encode(frame))
 
     def _unit(self, packet: av.Packet) -> EncodedUnit:
-        first_sample = int(packet.pts) + AAC_FRAME_SAMPLES  # undo the priming shift
+        first_sample = int(packet.pts or 0) + AAC_FRAME_SAMPLES  # undo the priming shift
         return EncodedUnit(index=first_sample // AAC_FRAME_SAMPLES, data=bytes(packet), sync=True)
 
 

@@ -77,7 +77,8 @@ class TestPattern:
         rgb = colour_bars(width, height)
         rgb[self._strip_top :] = 16
         background = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-        self._background = background.to_ndarray()  # shape (height * 3 / 2, width)
+        # shape (height * 3 / 2, width): the Y plane, then U and V
+        self._background = np.asarray(background.to_ndarray(), dtype=np.uint8)
         self._font = ImageFont.load_default(size=max(12, height // 14))
 
     def frame(self, index: int, captured_ms: int) -> av.VideoFrame:
@@ -99,7 +100,7 @@ class TestPattern:
             font=self._font,
             fill=235,
         )
-        return np.asarray(strip)
+        return np.asarray(strip, dtype=np.uint8)
 
     def _draw_marker(self, planes: NDArray[np.uint8], index: int) -> None:
         """A white square sweeping left to right once per segment (luma plane only)."""

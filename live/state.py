@@ -22,12 +22,15 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 
 from live.ladder import ChannelConfig
 
 EVENT_STREAM_LENGTH = 5000
+
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE/XREAD entries, undecoded
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ class ChannelStore:
 
     async def get_config(self) -> ChannelConfig | None:
         raw = await self.redis.get(self.keys.config)
-        return ChannelConfig.from_json(raw) if raw else None
+        return ChannelConfig.from_json(_text(raw)) if raw else None
 
     async def current_epoch(self) -> Epoch | None:
         raw = await self.redis.get(self.keys.epoch)
@@ -225,8 +228,8 @@ class ChannelStore:
         return Position.decode(raw) if raw else None
 
     async def init_segment(self, epoch_id: str, rep: str) -> bytes | None:
-        data: bytes | None = await self.redis.get(self.keys.init(epoch_id, rep))
-        return data
+        data = await self.redis.get(self.keys.init(epoch_id, rep))
+        return _bytes(data) if data is not None else None
 
     async def chunks(
         self, epoch_id: str, rep: str, segment: int, first: int = 0
@@ -240,14 +243,17 @@ class ChannelStore:
 
     async def last_event_id(self) -> str:
         """The id of the newest event, so a reader can start listening from now."""
-        newest = await self.redis.xrevrange(self.keys.events, count=1)
+        newest = cast(StreamEntries, await self.redis.xrevrange(self.keys.events, count=1))
         return newest[0][0].decode() if newest else "0-0"
 
     async def events(self, after: str = "$", block_ms: int = 5000) -> AsyncIterator[ChunkEvent]:
         """Every chunk event after ``after``, as it happens (a blocking XREAD, not a poll)."""
         cursor = await self.last_event_id() if after == "$" else after
         while True:
-            reply = await self.redis.xread({self.keys.events: cursor}, block=block_ms, count=500)
+            reply = cast(
+                list[tuple[bytes, StreamEntries]],
+                await self.redis.xread({self.keys.events: cursor}, block=block_ms, count=500),
+            )
             for _stream, entries in reply:
                 for entry_id, fields in entries:
                     cursor = entry_id.decode()
@@ -259,3 +265,12 @@ class ChannelStore:
                         chunk=int(fields[b"k"]),
                         last=fields[b"l"] == b"1",
                     )
+
+
+def _text(raw: bytes | str) -> str:
+    """A reply as text: the client may or may not be set to decode responses."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    return raw.encode() if isinstance(raw, str) else raw
