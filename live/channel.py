@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import redis.asyncio as aioredis
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, start_http_server
 
 from live.encode import AudioEncoder, EncodedUnit, RenditionEncoder, VideoEncoder
 from live.ladder import ChannelConfig
@@ -156,7 +156,11 @@ class LiveChannel:
                 hand_over(rendition.encoder.representation.id, chunk)
 
     def _catch_up(self, index: int, due_ms: int) -> int:
-        """Wait for frame ``index``'s capture time; skip ahead if we are a chunk late."""
+        """Wait for frame ``index``'s capture time; skip ahead if we are a chunk late.
+
+        A skip never jumps over the first frame of a segment, so every segment still
+        starts at exactly ``n·D`` with a keyframe, whatever the lag.
+        """
         lag_ms = clock.now_ms() - due_ms
         ENCODER_LAG.labels(self.config.name).set(max(0, lag_ms) / 1000)
         if lag_ms < 0:
@@ -164,15 +168,19 @@ class LiveChannel:
             return index
         if lag_ms <= self.timeline.chunk_ms:
             return index
-        skip = lag_ms * self.config.frame_rate // 1000
-        LATE_FRAMES.labels(self.config.name).inc(skip)
+        segment_frames = self.timeline.segment_ms * self.config.frame_rate // 1000
+        target = index + lag_ms * self.config.frame_rate // 1000
+        segment_start = target - target % segment_frames
+        if segment_start > index:
+            target = segment_start
+        LATE_FRAMES.labels(self.config.name).inc(target - index)
         log.warning(
             "channel %s: encoder %d ms behind real time, skipping %d frames",
             self.config.name,
             lag_ms,
-            skip,
+            target - index,
         )
-        return index + skip
+        return target
 
     @staticmethod
     def _package(rendition: Rendition, units: list[EncodedUnit], hand_over: HandOver) -> None:
@@ -216,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-ms", type=int, default=2000)
     parser.add_argument("--chunk-ms", type=int, default=200)
     parser.add_argument("--window-s", type=int, default=60)
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     args = parser.parse_args(argv)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr="127.0.0.1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ChannelConfig(
         args.name, segment_ms=args.segment_ms, chunk_ms=args.chunk_ms, window_s=args.window_s

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 
 import av
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
+from live.channel import LiveChannel, synthetic_source
 from live.cmaf import iter_boxes, read_prft_wallclock_ms, read_tfdt
+from live.source import ChannelSource
 from live.state import ChannelStore, ChunkEvent
 from livemesh import clock
 from tests.live_helpers import running_channel, small_config, wait_for_segments
@@ -91,3 +96,46 @@ async def test_a_restart_is_a_new_epoch_and_leaves_old_urls_untouched(
     assert await store.find_epoch(first.epoch.id) == first.epoch
     again, _ = await store.chunks(first.epoch.id, "v360", 0)
     assert again == old_bytes
+
+
+class SlowSource:
+    """The synthetic source on a machine too slow for real time: each picture costs 60 ms."""
+
+    def __init__(self, inner: ChannelSource) -> None:
+        self.inner = inner
+
+    def video_frame(self, index: int, captured_ms: int) -> av.VideoFrame:
+        time.sleep(0.06)  # simulated CPU cost, not synchronisation
+        return self.inner.video_frame(index, captured_ms)
+
+    def audio_frame(self, index: int) -> av.AudioFrame:
+        return self.inner.audio_frame(index)
+
+
+async def test_an_encoder_behind_real_time_is_reported_and_keeps_the_timeline(
+    redis: aioredis.Redis,
+) -> None:
+    config = small_config("slow")
+    store = ChannelStore(redis, config.name)
+    channel = LiveChannel(config, store, SlowSource(synthetic_source(config)))
+    task = asyncio.create_task(channel.run())
+    await channel.started.wait()
+    assert channel.epoch is not None
+    epoch = channel.epoch
+    await wait_for_segments(store, epoch.id, ["v360"], count=3)
+    channel.stop()
+    await task
+
+    late = REGISTRY.get_sample_value("livemesh_encoder_late_frames_total", {"channel": "slow"})
+    assert late is not None and late > 0
+    init = await store.init_segment(epoch.id, "v360")
+    assert init is not None
+    for number in range(3):
+        chunks, _ = await store.chunks(epoch.id, "v360", number)
+        media = b"".join(chunks)
+        assert read_tfdt(media) == number * config.segment_ms * 15360 // 1000
+        with av.open(io.BytesIO(init + media)) as container:
+            frames = list(container.decode(video=0))
+        # frames were skipped, yet every segment still starts on time with a keyframe
+        assert frames[0].key_frame
+        assert len(frames) < config.segment_ms * config.frame_rate // 1000
