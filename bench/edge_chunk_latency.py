@@ -1,0 +1,124 @@
+"""Benchmark: chunk latency from the packager to bytes leaving the edge, through edge + shield.
+
+Starts its own Redis (embedded), origin, live channel (default ladder), one shield and
+one edge (tokens on) as separate processes.  Two viewers read the same segments of
+``--rep`` at the same time, each holding a request for the next segment and reading
+it as it streams: one through edge → shield → origin, one straight at the origin (the
+baseline, in the same run).  Each CMAF chunk's arrival (its ``mdat`` complete on the
+client) is compared with the moment the packager stored it: the Redis server's own
+timestamp in the chunk's event id (as ``bench/chunk_latency.py`` does).
+
+Target (DESIGN.md §7): the tier adds at most 30 ms at p99 (edge p99 minus origin p99).
+Run: ``python bench/edge_chunk_latency.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from urllib.parse import urlsplit
+
+from _harness import (
+    LiveViewer,
+    Procs,
+    chunk_times,
+    loadavg,
+    next_segment,
+    print_result,
+    ratio,
+    stored_at,
+    summary,
+    wait_live,
+)
+
+from livemesh.redis_server import EmbeddedRedis
+from livemesh.tokens import TokenSigner
+
+CHANNEL = "chunklat"
+TARGET_ADDED_P99_MS = 30.0
+
+
+def viewer(base: str, prefix: str) -> LiveViewer:
+    url = urlsplit(base)
+    assert url.hostname is not None and url.port is not None
+    return LiveViewer(url.hostname, url.port, prefix)
+
+
+def latencies(v: LiveViewer, times: dict[int, list[int]]) -> list[float]:
+    out = []
+    for n, i, arrival in v.chunks:
+        seg = times.get(n, [])
+        if i < len(seg):
+            out.append(arrival * 1000 - seg[i] - 0.5)  # ids are whole ms
+    return out
+
+
+async def measure(
+    redis_url: str, origin: str, edge: str, rep: str, segments: int
+) -> dict[str, dict[str, float]]:
+    epoch = await wait_live(redis_url, CHANNEL, rep)
+    token = TokenSigner.from_env().sign(f"/live/{CHANNEL}/", "bench-session", 3600)
+    await next_segment(redis_url, CHANNEL, epoch, rep)  # let the channel settle a segment
+    first = await next_segment(redis_url, CHANNEL, epoch, rep)
+    tier = viewer(edge, f"/t/{token}/live/{CHANNEL}/{epoch}/{rep}")
+    direct = viewer(origin, f"/live/{CHANNEL}/{epoch}/{rep}")
+    last = first + segments - 1
+    await asyncio.gather(tier.play(first, last), direct.play(first, last))
+    for v in (tier, direct):
+        if v.errors:
+            raise SystemExit(f"viewer failed: {v.errors}")
+    times = chunk_times(await stored_at(redis_url, CHANNEL, epoch, rep))
+    return {"tier": summary(latencies(tier, times)), "origin": summary(latencies(direct, times))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 s instead of 60 s")
+    parser.add_argument("--rep", default="v720")
+    args = parser.parse_args()
+    segments = 5 if args.quick else 30
+    print(f"load average at start: {loadavg()}", flush=True)
+    import uvloop
+
+    with EmbeddedRedis() as redis, Procs() as procs:
+        origin = procs.origin(redis.url)
+        procs.channel(CHANNEL, redis.url)
+        shield = procs.edge("shield-1", "shield", [origin], tokens=False)
+        edge = procs.edge("edge-1", "edge", [shield], [origin])
+        figures = uvloop.run(measure(redis.url, origin, edge, args.rep, segments))
+        procs.check_alive()
+    print(f"load average at end: {loadavg()}")
+    tier, direct = figures["tier"], figures["origin"]
+    added_p50 = round(tier["p50_ms"] - direct["p50_ms"], 2)
+    added_p99 = round(tier["p99_ms"] - direct["p99_ms"], 2)
+    print(f"chunks measured: {tier['count']} via the tier, {direct['count']} direct ({args.rep})")
+    print(
+        f"packager → edge → client  : p50 {tier['p50_ms']} ms, p99 {tier['p99_ms']} ms, "
+        f"max {tier['max_ms']} ms"
+    )
+    print(
+        f"packager → origin → client: p50 {direct['p50_ms']} ms, p99 {direct['p99_ms']} ms, "
+        f"max {direct['max_ms']} ms (baseline)"
+    )
+    print(
+        f"added by edge + shield    : p50 {added_p50} ms, p99 {added_p99} ms "
+        f"(target p99 ≤ {TARGET_ADDED_P99_MS:g} ms)"
+    )
+    print_result(
+        {
+            "tier_p50_ms": tier["p50_ms"],
+            "tier_p99_ms": tier["p99_ms"],
+            "tier_max_ms": tier["max_ms"],
+            "baseline_origin_p50_ms": direct["p50_ms"],
+            "baseline_origin_p99_ms": direct["p99_ms"],
+            "added_p50_ms": added_p50,
+            "added_p99_ms": added_p99,
+            "p99_ratio": ratio(tier["p99_ms"], direct["p99_ms"]),
+            "chunks": tier["count"],
+            "rep": args.rep,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
