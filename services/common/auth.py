@@ -8,6 +8,7 @@ when a token names a key they do not know (a rotation), at most once per
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from livemesh.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.common.clients import ChannelFactory
-from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.errors import PermissionDenied, Unauthenticated, Unavailable
 
 ISSUER = "livemesh-identity"
 AUDIENCE = "livemesh"
@@ -52,18 +53,28 @@ class TokenVerifier:
         self.refresh_interval_s = refresh_interval_s
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()  # one fetch at a time; the callers waiting share its result
 
-    async def _refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._loaded_at < self.refresh_interval_s:
-            return
-        self._loaded_at = now
+    async def _refresh(self, kid: str) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if kid in self._keys or now - self._loaded_at < self.refresh_interval_s:
+                return
+            try:
+                loaded = await self._load_keys()
+            except grpc.aio.AioRpcError as exc:
+                raise Unavailable(f"cannot fetch the signing keys ({exc.code().name})") from exc
+            self._loaded_at = now
+            self._keys = self._parse(loaded)
+
+    @staticmethod
+    def _parse(loaded: Sequence[identity_pb2.SigningKey]) -> dict[str, Ed25519PublicKey]:
         keys: dict[str, Ed25519PublicKey] = {}
-        for key in await self._load_keys():
+        for key in loaded:
             public = load_pem_public_key(key.public_key_pem.encode())
             if isinstance(public, Ed25519PublicKey):
                 keys[key.key_id] = public
-        self._keys = keys
+        return keys
 
     async def verify(self, token: str) -> Principal:
         """The token's principal; UNAUTHENTICATED when it is malformed, forged or expired."""
@@ -76,7 +87,7 @@ class TokenVerifier:
         if not isinstance(kid, str):
             raise Unauthenticated("access token has no key id")
         if kid not in self._keys:
-            await self._refresh()
+            await self._refresh(kid)
         key = self._keys.get(kid)
         if key is None:
             raise Unauthenticated("access token signed by an unknown key")

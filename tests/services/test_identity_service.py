@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -13,7 +14,7 @@ from livemesh.identity.v1 import identity_pb2 as pb
 from livemesh.identity.v1 import identity_pb2_grpc as pb_grpc
 from services.common.auth import TokenVerifier, identity_key_loader
 from services.common.clients import ChannelFactory
-from services.common.errors import Unauthenticated
+from services.common.errors import Unauthenticated, Unavailable
 from services.identity.service import IdentityService
 from tests.services.conftest import Start, expect_error
 
@@ -121,3 +122,30 @@ async def test_rotation_keeps_old_tokens_valid_and_verifiers_learn_the_new_key(
         assert "malformed" in exc.message
     else:
         raise AssertionError("a malformed token was accepted")
+
+
+async def test_a_cold_verifier_fetches_keys_once_for_concurrent_callers(
+    start: Start, factory: ChannelFactory, redis: aioredis.Redis, redis_url: str
+) -> None:
+    running = await start(IdentityService(redis_url))
+    stub = factory.stub(pb_grpc.IdentityServiceStub, running.target)
+    token = (await stub.SignUp(sign_up())).access_token
+    loader = identity_key_loader(factory, running.target)
+    fetches = 0
+
+    async def counting() -> list[pb.SigningKey]:
+        nonlocal fetches
+        fetches += 1
+        return list(await loader())
+
+    verifier = TokenVerifier(counting)
+    principals = await asyncio.gather(*(verifier.verify(token) for _ in range(20)))
+    assert {p.account for p in principals} == {principals[0].account} and fetches == 1
+
+    down = TokenVerifier(identity_key_loader(factory, "127.0.0.1:1"))
+    try:
+        await down.verify(token)
+    except Unavailable as exc:
+        assert "signing keys" in exc.message
+    else:
+        raise AssertionError("verified without keys")
