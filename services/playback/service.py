@@ -33,6 +33,7 @@ from livemesh.playback.v1 import playback_pb2_grpc as pb_grpc
 from livemesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.common import validate
 from services.common.auth import Principal, TokenVerifier, authenticate, identity_key_loader
+from services.common.cache import ReadThroughCache
 from services.common.clients import ChannelFactory
 from services.common.errors import (
     FailedPrecondition,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 30
 SESSION_TTL_S = 3 * HEARTBEAT_INTERVAL_S
 DEFAULT_URL_TTL_S = 4 * 3600
+CACHE_TTL_S = 1.0
 LIVE_ENTITLEMENT = "live"
 EDGE_SERVICE = "edge"
 DEFAULT_ORIGIN_URL = os.environ.get("LIVEMESH_ORIGIN_URL", "http://127.0.0.1:8081")
@@ -69,6 +71,7 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
         self, redis_url: str, verifier: TokenVerifier, factory: ChannelFactory, *,
         catalog: str, channels: str, registry: str, origin_url: str = DEFAULT_ORIGIN_URL,
         signer: tokens.TokenSigner | None = None, url_ttl_s: int = DEFAULT_URL_TTL_S,
+        cache_ttl_s: float = CACHE_TTL_S,
     ) -> None:
         self.redis = connect_redis(redis_url)
         self.verifier = verifier
@@ -78,22 +81,35 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
         self.signer = signer or tokens.TokenSigner.from_env()
         self.url_ttl_s = url_ttl_s
         self._last_edges: list[registry_pb2.Instance] = []  # last known registry answer
+        # press play is the hot path: what it reads changes slowly, so a second's staleness
+        # saves a hop per call (the registry's own expiry takes three heartbeats anyway)
+        self._titles: ReadThroughCache[catalog_pb2.Title] = ReadThroughCache(cache_ttl_s)
+        self._channels: ReadThroughCache[channels_pb2.Channel] = ReadThroughCache(cache_ttl_s)
+        self._edge_cache: ReadThroughCache[list[registry_pb2.Instance]] = ReadThroughCache(
+            cache_ttl_s)
 
     # -- what is played ---------------------------------------------------------------
 
     async def _title(self, name: str) -> catalog_pb2.Title:
-        stub = self.factory.stub(catalog_pb2_grpc.CatalogServiceStub, self.targets["catalog"])
-        try:
-            return (await stub.GetTitle(catalog_pb2.GetTitleRequest(name=name))).title
-        except grpc.aio.AioRpcError as error:
-            raise _Downstream("content", error) from error
+        async def load() -> catalog_pb2.Title:
+            stub = self.factory.stub(catalog_pb2_grpc.CatalogServiceStub, self.targets["catalog"])
+            try:
+                return (await stub.GetTitle(catalog_pb2.GetTitleRequest(name=name))).title
+            except grpc.aio.AioRpcError as error:
+                raise _Downstream("content", error) from error
+
+        return await self._titles.get(name, load)
 
     async def _channel(self, name: str) -> channels_pb2.Channel:
-        stub = self.factory.stub(channels_pb2_grpc.ChannelServiceStub, self.targets["channels"])
-        try:
-            return (await stub.GetChannel(channels_pb2.GetChannelRequest(name=name))).channel
-        except grpc.aio.AioRpcError as error:
-            raise _Downstream("content", error) from error
+        async def load() -> channels_pb2.Channel:
+            stub = self.factory.stub(channels_pb2_grpc.ChannelServiceStub,
+                                     self.targets["channels"])
+            try:
+                return (await stub.GetChannel(channels_pb2.GetChannelRequest(name=name))).channel
+            except grpc.aio.AioRpcError as error:
+                raise _Downstream("content", error) from error
+
+        return await self._channels.get(name, load)
 
     async def _authorise(self, content: str, principal: Principal) -> tuple[str, str]:
         """(path prefix, manifest path) the caller may play; raises when it may not."""
@@ -121,6 +137,9 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
     # -- where from ---------------------------------------------------------------------
 
     async def _edges(self) -> list[registry_pb2.Instance]:
+        return await self._edge_cache.get(EDGE_SERVICE, self._resolve_edges)
+
+    async def _resolve_edges(self) -> list[registry_pb2.Instance]:
         stub = self.factory.stub(registry_pb2_grpc.RegistryServiceStub, self.targets["registry"])
         try:
             reply = await stub.ResolveInstances(

@@ -61,7 +61,8 @@ async def plane(start: Start, factory: ChannelFactory, verifier: TokenVerifier,
     registry = await start(RegistryService())
     playback = await start(PlaybackService(PlaybackServicer(
         redis_url, verifier, factory, catalog=catalog.target, channels=channels.target,
-        registry=registry.target, origin_url="http://origin.example:8081", signer=SIGNER)))
+        registry=registry.target, origin_url="http://origin.example:8081", signer=SIGNER,
+        cache_ttl_s=0)))
     return Plane(factory.stub(pb_grpc.PlaybackServiceStub, playback.target),
                  factory.stub(rpb_grpc.RegistryServiceStub, registry.target))
 

@@ -1,0 +1,221 @@
+"""StartPlayback through the gateway, with all its internal hops, against a bare grpc.aio
+unary call measured in the same run (the baseline).
+
+Processes: Redis (embedded), identity, catalog, channels, registry (with 20 edges in
+4 regions), playback and the gateway, each its own process on loopback. One viewer
+signs up; then ``POST /v1/playback:start`` for the live channel ``demo`` runs
+(a) open loop at a fixed offered rate and (b) closed loop at saturation. The
+baseline is a bare ``grpc.aio`` server's unary health Check at the same concurrency.
+Targets (DESIGN.md §7): >= 1,000 StartPlayback/s, p99 <= 25 ms on 2 cores.
+
+    python bench/start_playback.py [--quick] [--rate 500] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from livemesh.redis_server import EmbeddedRedis  # noqa: E402
+from livemesh.registry.v1 import registry_pb2 as rpb  # noqa: E402
+from livemesh.registry.v1 import registry_pb2_grpc as rpb_grpc  # noqa: E402
+
+BARE_SERVER = """
+import asyncio, grpc, sys
+from grpc_health.v1 import health, health_pb2_grpc
+async def main():
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"bare: 127.0.0.1:{port}", flush=True)
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def figures(latencies: list[float], errors: int, seconds: float) -> dict[str, Any]:
+    return {"calls": len(latencies), "errors": errors, "per_s": round(len(latencies) / seconds),
+            "p50_ms": round(pct(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(pct(latencies, 0.99) * 1000, 2)}
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def launch(self, *args: str, env: dict[str, str]) -> str:
+        cmd = [sys.executable, "-c", BARE_SERVER] if args[0] == "bare" else [
+            sys.executable, "-m", "livemesh.cli", *args, "--port", "0"]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, **env, "LIVEMESH_LOG_LEVEL": "WARNING"})
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            line = (await proc.stdout.readline()).decode().strip()
+        if not line.startswith(f"{args[0]}: "):
+            raise SystemExit(f"{args[0]} did not start: {line!r}")
+        return line.split(": ", 1)[1]
+
+    async def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+
+
+async def open_loop(call: Any, rate: float, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+
+    async def one() -> None:
+        nonlocal errors
+        t0 = time.perf_counter()
+        try:
+            await call()
+            latencies.append(time.perf_counter() - t0)
+        except Exception:
+            errors += 1
+
+    tasks = []
+    start = time.perf_counter()
+    n = 0
+    while (now := time.perf_counter()) - start < seconds:
+        due = start + n / rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        tasks.append(asyncio.create_task(one()))
+        n += 1
+    await asyncio.gather(*tasks)
+    result = figures(latencies, errors, seconds)
+    result["offered_per_s"] = rate
+    return result
+
+
+async def closed_loop(call: Any, concurrency: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                await call()
+                latencies.append(time.perf_counter() - t0)
+            except Exception:
+                errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result = figures(latencies, errors, seconds)
+    result["concurrency"] = concurrency
+    return result
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    seconds = 3.0 if args.quick else 10.0
+    stack = Stack()
+    with EmbeddedRedis() as redis:
+        env = {"REDIS_URL": redis.url}
+        try:
+            for service in ("registry", "identity", "catalog", "channels"):
+                env[f"LIVEMESH_{service.upper()}_TARGET"] = await stack.launch(service, env=env)
+            env["LIVEMESH_PLAYBACK_TARGET"] = await stack.launch("playback", env=env)
+            gateway = await stack.launch("gateway", "--rate", "1e9", "--burst", "1e9", env=env)
+            bare = await stack.launch("bare", env=env)
+
+            async with grpc.aio.insecure_channel(env["LIVEMESH_REGISTRY_TARGET"]) as channel:
+                registry = rpb_grpc.RegistryServiceStub(channel)
+                for i in range(20):
+                    await registry.RegisterInstance(rpb.RegisterInstanceRequest(
+                        instance=rpb.Instance(
+                            instance_id=f"edge-{i}", service="edge",
+                            address=f"http://10.0.{i}.1:8080", region=f"r{i % 4}-x",
+                            load=(i * 7 % 10) / 10, heartbeat_interval_seconds=3600,
+                            content=["demo"] if i % 2 else [])), timeout=5)
+
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=connector) as http:
+                async with http.post(gateway + "/v1/accounts:signUp", json={
+                        "email": "bench@example.org", "password": "correct horse battery",
+                        "displayName": "Bench"}) as resp:
+                    token = (await resp.json())["accessToken"]
+                headers = {"Authorization": f"Bearer {token}"}
+                reasons: dict[str, int] = {}
+                body = json.dumps({"content": "channels/demo", "clientRegion": "r1-x"})
+
+                async def press_play() -> None:
+                    async with http.post(gateway + "/v1/playback:start", data=body,
+                                         headers=headers) as resp:
+                        text = await resp.read()
+                        if resp.status != 200:
+                            reasons[f"{resp.status} {text[:120]!r}"] = reasons.get(
+                                f"{resp.status} {text[:120]!r}", 0) + 1
+                            raise RuntimeError(resp.status)
+
+                await closed_loop(press_play, 8, 1.0)  # warm-up
+                fixed = await open_loop(press_play, args.rate, seconds)
+                saturated = await closed_loop(press_play, args.concurrency, seconds)
+                saturated["error_reasons"] = dict(sorted(reasons.items())[:5])
+
+            async with grpc.aio.insecure_channel(bare) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+
+                async def echo() -> None:
+                    await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+
+                await closed_loop(echo, 8, 1.0)
+                baseline = await closed_loop(echo, args.concurrency, seconds)
+        finally:
+            await stack.stop()
+    return {
+        "bench": "start_playback",
+        "start_playback_fixed_rate": fixed,
+        "start_playback_saturation": saturated,
+        "baseline_bare_grpc_unary": baseline,
+        "ratio_throughput_vs_baseline": round(saturated["per_s"] / max(1, baseline["per_s"]), 3),
+        "targets": {"per_s": 1000, "p99_ms": 25},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s per phase instead of 10 s")
+    parser.add_argument("--rate", type=float, default=300.0, help="offered StartPlayback/s")
+    parser.add_argument("--concurrency", type=int, default=32)
+    result = asyncio.run(run(parser.parse_args()))
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
