@@ -204,11 +204,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer viewers, shorter crowd")
     parser.add_argument("--rep", default="v360", help="representation of the flash crowd")
     parser.add_argument("--crowd", type=int, default=None, help="flash-crowd viewers (2000)")
+    parser.add_argument("--steps", default=None, help="fan-out viewer counts, e.g. 1,10,100")
     args = parser.parse_args()
     steps = [1, 10, 100, 1000] if args.quick else [1, 10, 100, 1000, 10_000]
+    if args.steps is not None:
+        steps = [int(n) for n in args.steps.split(",") if n]
     crowd = args.crowd or (500 if args.quick else 2000)
     segments = 2 if args.quick else 4
-    raise_fd_limit(max(steps) + crowd + 1024)
+    raise_fd_limit(max(steps, default=0) + crowd + 1024)
     print(f"load average at start: {loadavg()}", flush=True)
     import uvloop
 
@@ -238,7 +241,9 @@ def main() -> None:
     result = {
         "fanout_viewers": [r["viewers"] for r in fanout],
         "fanout_origin_fetches": [r["origin_fetches"] for r in fanout],
-        "fanout_max_origin_fetches_per_object": max(r["origin_fetches"] for r in fanout),
+        "fanout_max_origin_fetches_per_object": max(
+            (r["origin_fetches"] for r in fanout), default=0
+        ),
         "fanout_errors": sum(r["errors"] for r in fanout),
         "crowd_viewers": crowd,
         "crowd_rep": args.rep,
