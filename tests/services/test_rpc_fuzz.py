@@ -25,7 +25,6 @@ from services.catalog.service import CatalogService
 from services.channels.service import ChannelService
 from services.common.auth import TokenVerifier
 from services.common.clients import ChannelFactory
-from services.identity.service import IdentityService
 from services.playback.service import PlaybackService, PlaybackServicer
 from services.profile.service import ProfileService
 from services.recommend.service import RecommendationService
