@@ -28,6 +28,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.auth import TokenVerifier, identity_key_loader
 from services.common.clients import ChannelFactory
@@ -43,7 +44,7 @@ from services.gateway.routes import ROUTES, STUBS, Route
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8080
+DEFAULT_PORT = 8000  # (8080-8090 are the origin and edges of deploy/local.toml)
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 HTTP_OF: dict[grpc.StatusCode, int] = {
@@ -262,6 +263,29 @@ async def handle_health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def readiness_handler(gateway: Gateway) -> Handler:
+    """200 when every service behind the gateway answers its health check SERVING, else 503
+    naming the ones that do not (what a launcher waits for before announcing the gateway)."""
+
+    async def check(target: str) -> str:
+        stub = health_pb2_grpc.HealthStub(gateway.factory.channel(target))
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        names = sorted(gateway.targets)
+        states = await asyncio.gather(*(check(gateway.targets[n]) for n in names))
+        services = dict(zip(names, states, strict=True))
+        ready = all(state == "SERVING" for state in states)
+        return web.json_response({"ready": ready, "services": services},
+                                 status=200 if ready else 503)
+
+    return handle
+
+
 def build_app(gateway: Gateway) -> web.Application:
     app = web.Application(middlewares=[gateway.edge_middleware],
                           client_max_size=MAX_BODY_BYTES)
@@ -269,6 +293,7 @@ def build_app(gateway: Gateway) -> web.Application:
         app.router.add_route(route.method, route.path, gateway.handler(route))
     app.router.add_get("/openapi.json", handle_openapi)
     app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/readyz", readiness_handler(gateway))
     return app
 
 

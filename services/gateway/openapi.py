@@ -115,6 +115,10 @@ def document(server_url: str = "/") -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
     paths["/healthz"] = {"get": {"operationId": "gateway.Health", "summary": "Liveness",
                                  "responses": {"200": {"description": "OK"}}}}
+    paths["/readyz"] = {"get": {"operationId": "gateway.Ready",
+                                "summary": "Readiness: every service behind answers SERVING",
+                                "responses": {"200": {"description": "ready"},
+                                              "503": {"description": "not ready"}}}}
     paths["/openapi.json"] = {"get": {"operationId": "gateway.OpenApi",
                                       "summary": "This document",
                                       "responses": {"200": {"description": "OK"}}}}

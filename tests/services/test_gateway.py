@@ -262,6 +262,21 @@ def test_openapi_documents_exactly_the_served_routes(
         assert ref.rsplit("/", 1)[1] in doc["components"]["schemas"]
 
 
+async def test_readiness_names_the_services_that_are_not_serving(
+    stack: Stack, factory: ChannelFactory, verifier: TokenVerifier
+) -> None:
+    status, body = await stack.call("GET", "/readyz")
+    assert status == 200 and body["ready"] and set(body["services"]) == {
+        "identity", "catalog", "search", "profile", "recommend", "playback", "channels"}
+    lonely = await serve_http(build_app(Gateway(factory, {"catalog": "127.0.0.1:1"}, verifier)))
+    try:
+        async with stack.http.get(f"http://127.0.0.1:{lonely.port}/readyz") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["services"] == {"catalog": "UNAVAILABLE"}
+    finally:
+        await lonely.close()
+
+
 async def test_openapi_is_served(stack: Stack) -> None:
     status, doc = await stack.call("GET", "/openapi.json")
     assert status == 200 and doc == json.loads(json.dumps(document()))
