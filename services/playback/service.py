@@ -6,7 +6,8 @@ entitlement it needs, ranks edges from the registry (:mod:`.steering`), and
 signs one token per session with :class:`livemesh.tokens.TokenSigner`, whose
 path prefix covers the whole presentation (``/live/{channel}/``): every URL the
 player derives from the manifest inherits it. Without any edge registered the
-origin's URL is the one answer. The session is recorded in Redis.
+``--origin-url`` is the one answer (a node that verifies ``/t/{token}/`` paths:
+an edge; the bare origin serves no tokenised paths). The session is recorded in Redis.
 
 ==============================  ===========================================
 ``lm:pb:s:{session_id}``        the PlaybackSession (JSON), TTL 3 heartbeats
@@ -270,7 +271,8 @@ async def build(args: argparse.Namespace, factory: ChannelFactory) -> Service:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--origin-url", default=DEFAULT_ORIGIN_URL,
-                        help="where players go when no edge is registered")
+                        help="base URL players get when no edge is registered; it must "
+                             "understand /t/{token}/ paths, i.e. be an edge (LIVEMESH_ORIGIN_URL)")
     parser.add_argument("--url-ttl", type=int, default=DEFAULT_URL_TTL_S,
                         help="lifetime of the signed URL tokens, seconds")
 
