@@ -11,6 +11,8 @@ Declarations per method live in :data:`POLICIES` (see :mod:`.policy`).
 
 from __future__ import annotations
 
+import os
+
 import grpc
 
 from services.resilience.client import ResilienceConfig, ResilienceLayer, ResilientChannel
@@ -37,10 +39,12 @@ def server_interceptors(
     """The layer's server interceptors, outermost first: trace, shed, deadline, faults.
 
     Faults sit innermost so injected latency counts as the service's own (the
-    limiter sees it, as it would see a slow database)."""
+    limiter sees it, as it would see a slow database). ``LIVEMESH_LOAD_SHEDDING=off``
+    leaves the limiter out (the overload benchmark's baseline)."""
+    shedding = os.environ.get("LIVEMESH_LOAD_SHEDDING", "on") != "off"
     return [
         TracingServerInterceptor(),
-        LoadShedder(limiter, policies, name),
+        *([LoadShedder(limiter, policies, name)] if shedding else []),
         DeadlineServerInterceptor(policies),
         faults if faults is not None else FAULTS,
     ]
