@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 demo: setup
 	$(BIN)/livemesh demo
 
-test: setup system-deps proto-check
+test: setup system-deps browser-deps proto-check
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -27,6 +27,15 @@ system-deps:
 	@command -v ffprobe >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq ffmpeg >/dev/null; }
+
+# The browser player (player/): Debian's Chromium, driven by the playwright package (dev
+# extras), and dash.js from npm at the version player/package-lock.json pins.
+browser-deps: setup
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@[ player/node_modules/.package-lock.json -nt player/package-lock.json ] || \
+	  { cd player && npm ci --no-audit --no-fund --loglevel=error; }
 
 # The API: protos/ is the only source; stubs are generated, and CI fails when they are stale.
 protos: setup
