@@ -8,6 +8,7 @@ SIGINT or SIGTERM stops everything, children first, and leaves no process behind
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import socket
@@ -43,6 +44,7 @@ class ProcessSpec:
 class Topology:
     processes: list[ProcessSpec]
     announce: dict[str, str]
+    env: dict[str, str]
 
 
 def free_port() -> int:
@@ -78,7 +80,9 @@ def load_topology(path: Path, redis_url: str, free_ports: bool) -> Topology:
         )
         for p in raw["process"]
     ]
-    return Topology(processes, {label: fill(url) for label, url in raw.get("announce", {}).items()})
+    announce = {label: fill(url) for label, url in raw.get("announce", {}).items()}
+    env = {name: fill(value) for name, value in raw.get("env", {}).items()}
+    return Topology(processes, announce, env)
 
 
 def wait_ready(url: str, stop: threading.Event, timeout_s: float = READY_TIMEOUT_S) -> bool:
@@ -102,9 +106,9 @@ class Stack:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopping = threading.Event()
 
-    def start(self, spec: ProcessSpec) -> None:
+    def start(self, spec: ProcessSpec, env: dict[str, str]) -> None:
         command = [sys.executable, "-m", "livemesh.cli", *spec.args]
-        self.children.append((spec.name, subprocess.Popen(command)))
+        self.children.append((spec.name, subprocess.Popen(command, env={**os.environ, **env})))
 
     def first_dead(self) -> str | None:
         return next((name for name, proc in self.children if proc.poll() is not None), None)
@@ -144,7 +148,7 @@ def run(topology_path: Path, free_ports: bool) -> int:
 
 def _supervise(stack: Stack, topology: Topology) -> int:
     for spec in topology.processes:
-        stack.start(spec)
+        stack.start(spec, topology.env)
         if spec.ready and not wait_ready(spec.ready, stack.stopping):
             return 0 if stack.stopping.is_set() else _fail(f"{spec.name} did not become ready")
     for label, url in topology.announce.items():

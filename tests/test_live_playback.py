@@ -13,6 +13,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import av
 import pytest
@@ -24,7 +25,7 @@ LADDER_SIZES = {(1280, 720), (854, 480), (640, 360)}
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[RunningStack]:
-    with demo_stack(wait_for=("mpd", "origin")) as running:
+    with demo_stack(wait_for=("mpd", "origin", "gateway")) as running:
         yield running
 
 
@@ -93,3 +94,28 @@ def test_players_sync_their_clock_with_an_edge_not_the_origin(stack: RunningStac
     mpd = fetch(stack.mpd_url).decode()
     edge_base = stack.mpd_url.split("/t/", 1)[0]
     assert f'value="{edge_base}/time"' in mpd
+
+
+def test_press_play_through_the_gateway_hands_out_a_playable_edge_url(
+    stack: RunningStack,
+) -> None:
+    gateway = stack.announced["gateway"]
+    account = {"email": "demo-viewer@example.org", "password": "a long demo passphrase"}
+    call_json(f"{gateway}/v1/accounts:signUp", {**account, "displayName": "Demo"})
+    token = call_json(f"{gateway}/v1/accounts:signIn", account)["accessToken"]
+    started = call_json(f"{gateway}/v1/playback:start", {"content": "titles/demo"}, token)
+    url = started["session"]["manifestUrls"][0]["url"]
+    edge_base, signed_path = url.split("/t/", 1)
+    assert edge_base != stack.announced["origin"].split("/live/", 1)[0], "players go to edges"
+    assert signed_path.endswith("/live/demo/manifest.mpd")
+    assert b'type="dynamic"' in fetch(url)
+
+
+def call_json(url: str, body: dict[str, str], token: str | None = None) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
