@@ -56,8 +56,9 @@ def pinned(command: Sequence[str], cpus: str | None) -> list[str]:
 class Procs:
     """The children of one bench run."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_dir: str | None = None) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.log_dir = log_dir  # children's stderr goes to {log_dir}/{name}.log when set
 
     def start(
         self,
@@ -70,7 +71,11 @@ class Procs:
         timeout_s: float = 60.0,
     ) -> subprocess.Popen[bytes]:
         out = subprocess.DEVNULL if quiet else None
-        proc = subprocess.Popen(pinned(command, cpus), stdout=out, stderr=out)
+        if self.log_dir is None:
+            proc = subprocess.Popen(pinned(command, cpus), stdout=out, stderr=out)
+        else:
+            with open(os.path.join(self.log_dir, f"{name}.log"), "wb") as log:
+                proc = subprocess.Popen(pinned(command, cpus), stdout=out, stderr=log)
         self.children.append((name, proc))
         if ready is not None and not wait_ready(ready, threading.Event(), timeout_s):
             raise SystemExit(f"{name} did not become ready at {ready}")
@@ -107,6 +112,15 @@ class Procs:
 
     def channel(self, name: str, redis_url: str, *, cpus: str | None = None) -> None:
         self.start("channel", [*CLI, "channel", name, "--redis-url", redis_url], cpus=cpus)
+
+    def log_lines(self, name: str, needle: str) -> list[str]:
+        """Lines of child ``name``'s log containing ``needle`` (with ``log_dir``)."""
+        if self.log_dir is None:
+            return []
+        path = Path(self.log_dir) / f"{name}.log"
+        if not path.exists():
+            return []
+        return [line for line in path.read_text(errors="replace").splitlines() if needle in line]
 
     def check_alive(self) -> None:
         for name, proc in self.children:

@@ -7,7 +7,9 @@ Fairness: one edge process vs one nginx worker (``worker_processes 1``), each pi
 CPU 0 with ``taskset``; wrk is pinned to CPU 1; nginx logs no access lines (the edge logs
 none either) and keeps connections open as long as the edge does.  Rounds alternate
 edge / nginx, and the median round per server is reported, so a noisy neighbour hurts
-both alike.
+both alike.  Besides req/s, each round reads the server's own CPU time (``/proc``; nginx:
+master + worker) and reports requests per CPU-second, the per-core figure that holds
+steady when other work shares the cores.
 
 Target (DESIGN.md §7): edge req/s ≥ 1.0 x nginx on the same cores.
 Needs Debian's ``nginx`` (or ``nginx-light``) and ``wrk``: ``make bench-deps``
@@ -21,6 +23,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,11 +135,39 @@ def _ms(text: str) -> float:
     return float(value) * UNITS[unit]
 
 
-def run_wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times(root: int) -> dict[int, float]:
+    """User + system CPU seconds of ``root`` and each of its child processes, from /proc."""
+    try:
+        with open(f"/proc/{root}/task/{root}/children") as f:
+            pids = [root, *(int(p) for p in f.read().split())]
+    except FileNotFoundError:
+        pids = [root]
+    out = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except FileNotFoundError:  # e.g. nginx's cache loader, gone after its work
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime, stime
+    return out
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(after[pid] - before[pid] for pid in before if pid in after)
+
+
+def run_wrk(url: str, connections: int, seconds: int, root: int) -> dict[str, float]:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    cpu0 = cpu_times(root)
     out = subprocess.run(
         pinned(command, LOAD_CPUS), capture_output=True, text=True, check=True
     ).stdout
+    cpu = cpu_used(cpu0, cpu_times(root))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -144,23 +175,26 @@ def run_wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
     socket_errors = re.search(r"Socket errors: (.*)", out)
     if errors or socket_errors:
         print(f"  wrk reported errors for {url}: {out.strip()}", file=sys.stderr)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99}
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "per_cpu_s": requests / max(cpu, 0.01)}
 
 
 def median_round(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """The median round by req/s (its latencies with it), and the median req per CPU-second."""
     ordered = sorted(rounds, key=lambda r: r["rps"])
-    best = ordered[len(ordered) // 2]
+    mid = ordered[(len(ordered) - 1) // 2]
     return {
-        "rps": round(best["rps"]),
-        "p50_ms": round(best["p50_ms"], 3),
-        "p99_ms": round(best["p99_ms"], 3),
+        "rps": round(mid["rps"]),
+        "p50_ms": round(mid["p50_ms"], 3),
+        "p99_ms": round(mid["p99_ms"], 3),
+        "per_cpu_s": round(statistics.median(r["per_cpu_s"] for r in rounds)),
         "rps_all": [round(r["rps"]) for r in rounds],  # type: ignore[dict-item]
+        "per_cpu_s_all": [round(r["per_cpu_s"]) for r in rounds],  # type: ignore[dict-item]
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s instead of 3 of 10 s")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 3 s instead of 4 of 5 s")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
@@ -169,8 +203,8 @@ def main() -> None:
     if args.serve_origin is not None:
         serve_origin(args.serve_origin)
         return
-    seconds = args.seconds or (3 if args.quick else 10)
-    rounds = args.rounds or (2 if args.quick else 3)
+    seconds = args.seconds or (3 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 4)
     ensure_tools()
     print(f"load average at start: {loadavg()}")
     with Procs() as procs, tempfile.TemporaryDirectory(prefix="lm-nginx-") as tmp:
@@ -184,17 +218,19 @@ def main() -> None:
             ready=f"{origin}/healthz",
         )
         edge = procs.edge("edge-bench", "edge", [origin], tokens=False, cpus=SERVER_CPUS)
+        edge_pid = procs.children[-1][1].pid
         nginx_port = free_port()
         conf = Path(tmp) / "nginx.conf"
         user = "user root root;" if os.geteuid() == 0 else ""
         conf.write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port, origin=origin_port, user=user))
         nginx = f"http://127.0.0.1:{nginx_port}"
-        procs.start("nginx", ["nginx", "-p", tmp, "-c", str(conf)], cpus=SERVER_CPUS)
+        master = procs.start("nginx", ["nginx", "-p", tmp, "-c", str(conf)], cpus=SERVER_CPUS)
         if not wait_ready(f"{nginx}/vod/bench/small.bin", threading.Event(), 10):
             raise SystemExit(f"nginx did not start: {(Path(tmp) / 'error.log').read_text()}")
         warm(edge, "X-Cache")
         warm(nginx, "X-Cache")
         servers = {"edge": edge, "nginx": nginx}
+        pids = {"edge": edge_pid, "nginx": master.pid}
         figures: dict[str, dict[str, dict[str, float]]] = {}
         for name in OBJECTS:
             runs: dict[str, list[dict[str, float]]] = {"edge": [], "nginx": []}
@@ -202,7 +238,7 @@ def main() -> None:
                 order = ["edge", "nginx"] if r % 2 == 0 else ["nginx", "edge"]
                 for server in order:
                     url = f"{servers[server]}/vod/bench/{name}.bin"
-                    runs[server].append(run_wrk(url, args.connections, seconds))
+                    runs[server].append(run_wrk(url, args.connections, seconds, pids[server]))
                     procs.check_alive()
             figures[name] = {server: median_round(runs[server]) for server in runs}
     print(f"load average at end: {loadavg()}")
@@ -213,23 +249,31 @@ def main() -> None:
     result: dict[str, object] = {}
     for name, size in OBJECTS.items():
         e, n = figures[name]["edge"], figures[name]["nginx"]
-        print(
-            f"{name:5} ({size} B): edge  {e['rps']:>8} req/s  p50 {e['p50_ms']} ms  "
-            f"p99 {e['p99_ms']} ms   rounds {e['rps_all']}"
-        )
-        print(
-            f"{'':5} {'':{len(str(size)) + 4}}  nginx {n['rps']:>8} req/s  p50 {n['p50_ms']} ms  "
-            f"p99 {n['p99_ms']} ms   rounds {n['rps_all']}  (baseline)"
-        )
+        for label, f in (("edge ", e), ("nginx", n)):
+            print(
+                f"{name:5} {size:>6} B  {label} {f['rps']:>7} req/s  {f['per_cpu_s']:>7} req per "
+                f"CPU-s  p50 {f['p50_ms']} ms  p99 {f['p99_ms']} ms   rounds {f['rps_all']} / "
+                f"{f['per_cpu_s_all']}" + ("  (baseline)" if label == "nginx" else "")
+            )
         rps_ratio = ratio(e["rps"], n["rps"])
-        print(f"{'':5} ratio edge/nginx: {rps_ratio}  (target ≥ 1.0)")
-        result[f"{name}_edge_rps"] = e["rps"]
-        result[f"{name}_nginx_rps"] = n["rps"]
-        result[f"{name}_ratio"] = rps_ratio
-        result[f"{name}_edge_p50_ms"] = e["p50_ms"]
-        result[f"{name}_edge_p99_ms"] = e["p99_ms"]
-        result[f"{name}_nginx_p50_ms"] = n["p50_ms"]
-        result[f"{name}_nginx_p99_ms"] = n["p99_ms"]
+        cpu_ratio = ratio(e["per_cpu_s"], n["per_cpu_s"])
+        print(
+            f"{'':15}ratio edge/nginx: {rps_ratio} req/s, {cpu_ratio} req per CPU-second "
+            "(target ≥ 1.0)"
+        )
+        for key, value in (
+            ("edge_rps", e["rps"]),
+            ("nginx_rps", n["rps"]),
+            ("ratio", rps_ratio),
+            ("edge_per_cpu_s", e["per_cpu_s"]),
+            ("nginx_per_cpu_s", n["per_cpu_s"]),
+            ("per_cpu_ratio", cpu_ratio),
+            ("edge_p50_ms", e["p50_ms"]),
+            ("edge_p99_ms", e["p99_ms"]),
+            ("nginx_p50_ms", n["p50_ms"]),
+            ("nginx_p99_ms", n["p99_ms"]),
+        ):
+            result[f"{name}_{key}"] = value
     result["connections"] = args.connections
     result["seconds"] = seconds
     result["rounds"] = rounds

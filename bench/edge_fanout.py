@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import tempfile
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -215,7 +216,11 @@ def main() -> None:
     print(f"load average at start: {loadavg()}", flush=True)
     import uvloop
 
-    with EmbeddedRedis() as redis, Procs() as procs:
+    with (
+        EmbeddedRedis() as redis,
+        tempfile.TemporaryDirectory(prefix="lm-fanout-") as logs,
+        Procs(logs) as procs,
+    ):
         origin = procs.origin(redis.url)
         procs.channel(CHANNEL, redis.url)
         shield = procs.edge("shield-1", "shield", [origin], tokens=False)
@@ -224,6 +229,13 @@ def main() -> None:
             measure(redis.url, origin, shield, edges, steps, crowd, segments, args.rep)
         )
         procs.check_alive()
+        failovers = {
+            name: procs.log_lines(name, "parent failed")
+            for name in ("edge-1", "edge-2", "shield-1")
+        }
+    for name, lines in failovers.items():
+        if lines:
+            print(f"{name}: {len(lines)} parent failure(s), e.g. {lines[0][:300]}")
     print(f"load average at end: {loadavg()}")
     fanout = figures["fanout"]
     tier, direct = figures["tier"], figures["origin"]
@@ -245,6 +257,7 @@ def main() -> None:
             (r["origin_fetches"] for r in fanout), default=0
         ),
         "fanout_errors": sum(r["errors"] for r in fanout),
+        "parent_failures": {k: len(v) for k, v in failovers.items()},
         "crowd_viewers": crowd,
         "crowd_rep": args.rep,
         "tier_dry_viewers": tier["dry_viewers"],
