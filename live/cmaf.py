@@ -188,6 +188,17 @@ def read_tfdt(data: bytes, start: int = 0) -> int:
     return int(struct.unpack_from(fmt, data, tfdt.payload_start + 4)[0])
 
 
+def read_sample_durations(data: bytes, start: int = 0) -> list[int]:
+    """Per-sample durations of the first fragment at or after ``start`` (as we write ``trun``)."""
+    trun = find_boxes(data, [b"moof", b"traf", b"trun"], start)[0]
+    flags = int.from_bytes(data[trun.payload_start + 1 : trun.payload_start + 4], "big")
+    if flags != TRUN_FLAGS:
+        raise ValueError(f"unexpected trun flags {flags:#x}")
+    (count,) = struct.unpack_from(">I", data, trun.payload_start + 4)
+    entries = trun.payload_start + 12
+    return [struct.unpack_from(">I", data, entries + 12 * i)[0] for i in range(count)]
+
+
 def read_prft_wallclock_ms(data: bytes, start: int = 0) -> int:
     """The wall-clock time (UTC ms) carried by the first ``prft`` at or after ``start``."""
     found = next(b for b in iter_boxes(data, start) if b.type == b"prft")
