@@ -31,9 +31,10 @@ system-deps:
 # The browser player (player/): Debian's Chromium, driven by the playwright package (dev
 # extras), and dash.js from npm at the version player/package-lock.json pins.
 browser-deps: setup
-	@command -v chromium >/dev/null && command -v npm >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium npm >/dev/null; }
+	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	[ -z "$$missing" ] || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; }
 	@[ player/node_modules/.package-lock.json -nt player/package-lock.json ] || \
 	  { cd player && npm ci --no-audit --no-fund --loglevel=error; }
 
