@@ -122,6 +122,10 @@ class Procs:
             return []
         return [line for line in path.read_text(errors="replace").splitlines() if needle in line]
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each child, by name."""
+        return {name: process_cpu(proc.pid) for name, proc in self.children}
+
     def check_alive(self) -> None:
         for name, proc in self.children:
             if proc.poll() is not None:
@@ -150,6 +154,16 @@ class Procs:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -363,12 +377,16 @@ class LiveViewer:
         self.chunks += [(number, k, t) for k, t in enumerate(conn.chunks)]
         self.bytes += conn.bytes
 
-    async def play(self, first: int, last: int) -> None:
+    async def play(self, first: int, last: int, keep_going: bool = False) -> None:
+        """Read the segments in turn; on a failure stop, or with ``keep_going`` go on."""
         try:
             for number in range(first, last + 1):
-                await self.get(number)
-        except (OSError, RuntimeError, httptools.HttpParserError) as exc:
-            self.errors.append(f"{type(exc).__name__} {exc}")
+                try:
+                    await self.get(number)
+                except (OSError, RuntimeError, httptools.HttpParserError) as exc:
+                    self.errors.append(f"{number}: {type(exc).__name__} {exc}")
+                    if not keep_going:
+                        return
         finally:
             if self.conn is not None and self.conn.transport is not None:
                 self.conn.transport.close()

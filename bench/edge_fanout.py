@@ -131,6 +131,7 @@ def lateness(
 
 
 async def measure(
+    procs: Procs,
     redis_url: str,
     origin: str,
     shield: str,
@@ -180,12 +181,14 @@ async def measure(
     for name, targets in (("tier", via_edges(rep)), ("origin", direct)):
         first = await next_segment(redis_url, CHANNEL, epoch, rep)
         o0 = origin_requests(origin)
-        c0, t0 = cpu_s(), time.perf_counter()
+        c0, t0, p0 = cpu_s(), time.perf_counter(), procs.cpu()
         viewers = await run_crowd(targets, crowd, 1.0, first, first + segments - 1)
         wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+        used = {k: round((v - p0.get(k, 0.0)) / wall, 2) for k, v in procs.cpu().items()}
         figures = lateness(viewers, await stored_at(redis_url, CHANNEL, epoch, rep), first)
         figures["origin_requests"] = origin_requests(origin) - o0 - 1  # less the scrape
         figures["client_cpu_share"] = round(cpu / wall, 2)
+        figures["cpu_share"] = used  # CPU-seconds per second of each child during the crowd
         out[name] = figures
         fb, ch = figures["first_byte"], figures["chunk"]
         assert isinstance(fb, dict) and isinstance(ch, dict)
@@ -194,7 +197,8 @@ async def measure(
             f"max {fb['max_ms']} ms; chunks late p50 {ch['p50_ms']} p99 {ch['p99_ms']} max "
             f"{ch['max_ms']} ms ({ch['count']} chunks); dry viewers {figures['dry_viewers']}/"
             f"{crowd}; origin requests {figures['origin_requests']}; client CPU "
-            f"{figures['client_cpu_share']}; errors {figures['errors']} {figures['error_sample']}",
+            f"{figures['client_cpu_share']}; errors {figures['errors']} {figures['error_sample']}; "
+            f"CPU share of the children {used}",
             flush=True,
         )
     return out
@@ -226,7 +230,7 @@ def main() -> None:
         shield = procs.edge("shield-1", "shield", [origin], tokens=False)
         edges = [procs.edge(f"edge-{i}", "edge", [shield], [origin]) for i in (1, 2)]
         figures = uvloop.run(
-            measure(redis.url, origin, shield, edges, steps, crowd, segments, args.rep)
+            measure(procs, redis.url, origin, shield, edges, steps, crowd, segments, args.rep)
         )
         procs.check_alive()
         failovers = {
@@ -276,6 +280,8 @@ def main() -> None:
         "baseline_origin_requests": direct["origin_requests"],
         "origin_requests_ratio": ratio(tier["origin_requests"], direct["origin_requests"]),
         "chunk_p99_ratio": ratio(tier["chunk"]["p99_ms"], direct["chunk"]["p99_ms"]),
+        "tier_cpu_share": {"client": tier["client_cpu_share"], **tier["cpu_share"]},
+        "baseline_cpu_share": {"client": direct["client_cpu_share"], **direct["cpu_share"]},
     }
     print_result(result)
 
