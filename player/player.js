@@ -20,6 +20,7 @@
     mpd: params.get('mpd'),
     errors: [],          // dash.js ERROR / PLAYBACK_ERROR events and media element errors
     stalls: [],          // {at, duration}: 'waiting' after playback had started, until 'playing'
+    seeks: [],           // {at, from, to}: dash.js's own seeks (gap jumps, catch-up past maxDrift)
     samples: [],         // one per SAMPLE_MS: {t, latency, buffer, rate, currentTime}
     playing: false,      // set on the first 'playing' event
     firstPlayingAt: null,
@@ -100,6 +101,17 @@
     if (stallStart !== null) {
       state.stalls.push({ at: stallStart, duration: (performance.now() - stallStart) / 1000 });
       stallStart = null;
+    }
+  });
+  // The page never seeks, so every seek after playback started is dash.js's: jumping a
+  // hole in the buffered media, or back to the target when past maxDrift.
+  let lastTime = 0;
+  video.addEventListener('timeupdate', () => {
+    if (!video.seeking) lastTime = video.currentTime;
+  });
+  video.addEventListener('seeking', () => {
+    if (state.playing) {
+      state.seeks.push({ at: performance.now(), from: lastTime, to: video.currentTime });
     }
   });
   video.addEventListener('waiting', () => {
