@@ -1,46 +1,57 @@
 """Benchmark: live latency of dash.js 5.2.1 in headless Chromium, through edge+shield.
 
-Starts its own Redis (embedded), origin, live channel (default ladder), a shield on the
-origin and an edge with tokens on the shield, as separate processes
+Phase 1 starts its own Redis (embedded), origin, live channel (default ladder), a shield
+on the origin and an edge with tokens on the shield, as separate processes
 (``player/harness.py``), and serves ``player/`` from another port.  Two players run at
-once in one Chromium, each in its own browser context, both with ``liveDelay`` 0.5 s
-(DESIGN.md §7):
+once in one Chromium, each in its own browser context:
 
-* **edge**: the signed manifest on the edge (edge → shield → origin);
-* **baseline**: the same channel's manifest straight from the origin, no edge tier.
-  (DESIGN.md's own baseline, FFmpeg's ``-ldash`` output behind a chunked HTTP server,
-  is not built here: the origin-direct player isolates what the edge tier adds, on the
-  same encoder, the same machine and the same seconds.)
+* **edge**: the signed manifest on the edge (edge -> shield -> origin);
+* **origin**: the same channel's manifest straight from the origin, no edge tier.
 
-The page samples ``player.getCurrentLiveLatency()`` (wall clock, synced by UTCTiming,
-minus the playhead's presentation time) at 4 Hz.  Figures are given from the first frame
-and in the steady state, once the latency first comes within ``SETTLE_MARGIN_S`` of the
-target (see :func:`summarise`).  A stall is a ``waiting`` event after playback had
-started, until the next ``playing``; a seek is one of dash.js's own (a jump over a hole
-in the buffered media, or back to the target past maxDrift).
+Phase 2, the baseline (DESIGN.md §7), alone on the machine: Debian's ``ffmpeg`` encodes the
+same ladder (three x264 rungs, GOP = D, AAC) as LL-DASH (``-ldash 1 -streaming 1``, chunks
+of C) into a folder, and a small chunked HTTP server streams each segment while FFmpeg
+writes it (``--no-ffmpeg`` leaves it out).
+
+Every player runs with ``liveDelay`` 0.5 s and the same catch-up range (0.96-1.04).  The
+page samples ``player.getCurrentLiveLatency()`` (wall clock, synced by UTCTiming, minus
+the playhead's presentation time) at 4 Hz.  Figures are given from the first frame and in
+the steady state, once the latency first comes within ``SETTLE_MARGIN_S`` of the target
+(see :func:`summarise`).  A stall is a ``waiting`` event after playback had started, until
+the next ``playing``; a seek is one of dash.js's own (a jump over a hole in the buffered
+media, or back to the target past maxDrift).
 
 Target (DESIGN.md §7): edge p50 <= 0.6 s, no stalls in 10 min.
-Run: ``python bench/latency.py [--quick]`` (quick: 60 s measured, full: 600 s).
+Run: ``python bench/latency.py [--quick]`` (each phase 60 s with --quick, else 600 s).
 Ends with one line ``RESULT {json}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from live.ladder import ChannelConfig
+from livemesh.stack import free_port, wait_ready
 from player.harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    LiveStack,
     live_stack,
     missing_setup,
     page_url,
@@ -51,6 +62,9 @@ CHANNEL = "bench"
 LIVE_DELAY_S = 0.5
 TARGET_P50_S = 0.6
 SETTLE_MARGIN_S = 0.1
+# The same catch-up range for every player: livemesh's MPD says it (PlaybackRate 0.96-1.04),
+# FFmpeg's does not (dash.js would default to 0.5-1.5).
+CATCHUP = {"minRate": 0.96, "maxRate": 1.04}
 START_TIMEOUT_MS = 60_000
 PROGRESS_EVERY_S = 10.0
 SKIPPED = re.compile(r"skipping (\d+) frames")
@@ -134,18 +148,20 @@ def skipped_frames(channel_log: str) -> int:
     return sum(int(n) for n in SKIPPED.findall(channel_log))
 
 
-def run(stack: LiveStack, player_url: str, seconds: float) -> dict[str, dict[str, Any]]:
+def run_players(
+    player_url: str, mpds: dict[str, str], seconds: float, dead: Callable[[], list[str]]
+) -> dict[str, dict[str, Any]]:
+    """One Chromium, one browser context per player, all playing for ``seconds``."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    mpds = {"edge": stack.signed_mpd(), "baseline": stack.origin_mpd}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             pages = {}
             for name, mpd in mpds.items():
                 page = browser.new_context().new_page()
-                page.goto(page_url(player_url, mpd, liveDelay=LIVE_DELAY_S))
+                page.goto(page_url(player_url, mpd, liveDelay=LIVE_DELAY_S, **CATCHUP))
                 pages[name] = page
             started: dict[str, float | None] = {}
             for name, page in pages.items():
@@ -164,8 +180,8 @@ def run(stack: LiveStack, player_url: str, seconds: float) -> dict[str, dict[str
             anchor = next(iter(pages.values()))
             while (left := end - time.monotonic()) > 0:
                 anchor.wait_for_timeout(1000 * min(PROGRESS_EVERY_S, left))
-                if stack.dead():
-                    raise RuntimeError(f"stack processes died: {stack.dead()}")
+                if dead():
+                    raise RuntimeError(f"processes died: {dead()}")
                 line = []
                 for name, page in pages.items():
                     if started[name] is None:
@@ -174,7 +190,7 @@ def run(stack: LiveStack, player_url: str, seconds: float) -> dict[str, dict[str
                     stalls = page.evaluate("() => window.livemesh.stalls().length")
                     line.append(
                         f"{name} latency {snap['latency']} s buffer {snap['buffer']} s "
-                        f"rate {snap['rate']} stalls {stalls}"
+                        f"rate {snap['rate']:.3f} stalls {stalls}"
                     )
                 print(" | ".join(line), flush=True)
             return {
@@ -185,50 +201,192 @@ def run(stack: LiveStack, player_url: str, seconds: float) -> dict[str, dict[str
             browser.close()
 
 
+# -- the baseline: FFmpeg's own LL-DASH output behind a chunked HTTP server -------------------
+
+
+def ffmpeg_ldash_command(out_dir: Path, time_url: str, config: ChannelConfig) -> list[str]:
+    """Debian's ffmpeg CLI encoding the channel's ladder (same rungs, GOP = D, AAC) as
+    LL-DASH: chunks of C, availabilityTimeOffset, target latency 0.5 s, written
+    progressively to ``{segment}.tmp`` and renamed when complete."""
+    gop = config.segment_ms * config.frame_rate // 1000
+    rungs = config.video
+    split = "".join(f"[s{i}]" for i in range(len(rungs)))
+    graph = f"[0:v]split={len(rungs)}{split};" + ";".join(
+        f"[s{i}]scale={r.width}:{r.height}[v{i}]" for i, r in enumerate(rungs)
+    )
+    top = rungs[0]
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re"]
+    cmd += ["-f", "lavfi", "-i", f"testsrc2=size={top.width}x{top.height}:rate={config.frame_rate}"]
+    cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={config.audio.sample_rate}"]
+    cmd += ["-filter_complex", graph]
+    for i, rung in enumerate(rungs):
+        cmd += ["-map", f"[v{i}]", f"-b:v:{i}", str(rung.bitrate)]
+    cmd += ["-map", "1:a", "-c:a", "aac", "-b:a", str(config.audio.bitrate), "-ac", "2"]
+    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"]
+    cmd += ["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-pix_fmt", "yuv420p"]
+    cmd += ["-f", "dash", "-ldash", "1", "-streaming", "1", "-target_latency", "0.5"]
+    cmd += ["-seg_duration", str(config.segment_ms / 1000), "-frag_type", "duration"]
+    cmd += ["-frag_duration", str(config.chunk_ms / 1000), "-use_template", "1"]
+    cmd += ["-use_timeline", "0", "-window_size", "10", "-extra_window_size", "5"]
+    cmd += ["-utc_timing_url", time_url, "-format_options", "movflags=cmaf"]
+    cmd += ["-adaptation_sets", "id=0,streams=v id=1,streams=a"]
+    return [*cmd, str(out_dir / "manifest.mpd")]
+
+
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Date"}
+FILE_POLL_S = 0.005  # ffmpeg gives no event for a grown file; 5 ms is well under one chunk
+
+
+async def _serve_time(request: web.Request) -> web.Response:
+    now_ms = time.time_ns() // 1_000_000
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now_ms // 1000))
+    return web.Response(
+        text=f"{stamp}.{now_ms % 1000:03d}Z", headers={**CORS, "Cache-Control": "no-store"}
+    )
+
+
+def chunked_file_app(out_dir: Path, hold_s: float) -> web.Application:
+    """``/ff/{name}``: the manifest and init as files; a segment still being written is
+    streamed as it grows (chunked), one not started yet is held up to ``hold_s``."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if "/" in name or name.startswith("."):
+            raise web.HTTPNotFound(headers=CORS)
+        final, partial = out_dir / name, out_dir / f"{name}.tmp"
+        if name.endswith(".mpd"):
+            if not final.exists():
+                raise web.HTTPNotFound(headers=CORS)
+            return web.Response(
+                body=final.read_bytes(),
+                content_type="application/dash+xml",
+                headers={**CORS, "Cache-Control": "no-cache"},
+            )
+        deadline = time.monotonic() + hold_s
+        while not final.exists() and not partial.exists():
+            if time.monotonic() > deadline:
+                raise web.HTTPNotFound(headers={**CORS, "Cache-Control": "max-age=0"})
+            await asyncio.sleep(FILE_POLL_S)
+        try:
+            handle = partial.open("rb") if not final.exists() else final.open("rb")
+        except FileNotFoundError:  # renamed between the check and the open
+            handle = final.open("rb")
+        response = web.StreamResponse(headers={**CORS, "Content-Type": "video/mp4"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with handle, suppress(ConnectionResetError):  # a player may abandon a request
+            while True:
+                data = handle.read(1 << 16)
+                if data:
+                    await response.write(data)
+                    continue
+                # At the end of what exists: done once ffmpeg has renamed it (complete).
+                if final.exists() and handle.tell() >= final.stat().st_size:
+                    break
+                await asyncio.sleep(FILE_POLL_S)
+            await response.write_eof()
+        return response
+
+    async def preflight(request: web.Request) -> web.Response:
+        return web.Response(headers={**CORS, "Access-Control-Allow-Headers": "*"})
+
+    app = web.Application()
+    app.router.add_get("/time", _serve_time)
+    app.router.add_get("/ff/{name}", serve)
+    app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
+    return app
+
+
+@contextmanager
+def ffmpeg_ldash_origin(config: ChannelConfig) -> Iterator[tuple[str, Callable[[], list[str]]]]:
+    """FFmpeg writing LL-DASH into a temporary folder, served chunked; yields the MPD URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="livemesh-ldash-") as folder:
+        out_dir = Path(folder)
+        loop = asyncio.new_event_loop()
+        runner = web.AppRunner(chunked_file_app(out_dir, config.segment_ms / 1000))
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        thread = threading.Thread(target=loop.run_forever, name="ldash-http", daemon=True)
+        thread.start()
+        ffmpeg = subprocess.Popen(ffmpeg_ldash_command(out_dir, f"{base}/time", config))
+        try:
+            if not wait_ready(f"{base}/ff/manifest.mpd", threading.Event(), 30.0):
+                raise RuntimeError("ffmpeg wrote no manifest")
+            yield f"{base}/ff/manifest.mpd", lambda: [] if ffmpeg.poll() is None else ["ffmpeg"]
+        finally:
+            ffmpeg.terminate()
+            ffmpeg.wait()
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+
+def figures_of(prefix: str, fig: dict[str, Any]) -> dict[str, Any]:
+    return {
+        f"{prefix}_started": fig["started"],
+        f"{prefix}_time_to_settle_s": fig.get("time_to_settle_s"),
+        f"{prefix}_p50_s": fig.get("steady", {}).get("p50_s"),
+        f"{prefix}_p95_s": fig.get("steady", {}).get("p95_s"),
+        f"{prefix}_p50_from_start_s": fig.get("from_start", {}).get("p50_s"),
+        f"{prefix}_stalls": fig.get("stalls"),
+        f"{prefix}_stall_s": fig.get("stall_s"),
+        f"{prefix}_seeks": fig.get("seeks"),
+        f"{prefix}_errors": fig["errors"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="60 s measured instead of 600 s")
-    parser.add_argument("--seconds", type=float, help="measured seconds (overrides --quick)")
+    parser.add_argument("--quick", action="store_true", help="60 s per phase instead of 600 s")
+    parser.add_argument("--seconds", type=float, help="seconds per phase (overrides --quick)")
+    parser.add_argument(
+        "--no-ffmpeg", action="store_true", help="leave out the FFmpeg -ldash baseline phase"
+    )
     args = parser.parse_args()
     seconds = args.seconds or (60.0 if args.quick else 600.0)
     if missing := missing_setup():
         raise SystemExit(f"run `make browser-deps` first: missing {missing}")
-    with live_stack(CHANNEL) as stack, serve_player() as player_url:
-        try:
-            figures = run(stack, player_url, seconds)
-        except Exception:
-            print(stack.log_tail(), file=sys.stderr)
-            raise
-        skipped = skipped_frames((stack.logs / "channel.log").read_text())
-    edge, base = figures["edge"], figures["baseline"]
+    with serve_player() as player_url:
+        # Phase 1: livemesh, through edge+shield and straight from the origin at once.
+        print(f"phase 1: livemesh channel, {seconds:.0f} s", flush=True)
+        with live_stack(CHANNEL) as stack:
+            mpds = {"edge": stack.signed_mpd(), "origin": stack.origin_mpd}
+            try:
+                figures = run_players(player_url, mpds, seconds, stack.dead)
+            except Exception:
+                print(stack.log_tail(), file=sys.stderr)
+                raise
+            skipped = skipped_frames((stack.logs / "channel.log").read_text())
+        # Phase 2, alone on the machine: FFmpeg's own LL-DASH, same ladder, chunked server.
+        if not args.no_ffmpeg:
+            print(f"phase 2: ffmpeg -ldash baseline, {seconds:.0f} s", flush=True)
+            with ffmpeg_ldash_origin(ChannelConfig(CHANNEL)) as (mpd, dead):
+                figures.update(run_players(player_url, {"ffmpeg": mpd}, seconds, dead))
     for name, fig in figures.items():
         print(f"{name:8}: {fig}")
-    result = {
+    result: dict[str, Any] = {
         "player": "dash.js 5.2.1, Chromium headless",
         "live_delay_s": LIVE_DELAY_S,
-        "seconds": seconds,
-        "edge_started": edge["started"],
-        "edge_time_to_settle_s": edge.get("time_to_settle_s"),
-        "edge_p50_s": edge.get("steady", {}).get("p50_s"),
-        "edge_p95_s": edge.get("steady", {}).get("p95_s"),
-        "edge_p50_from_start_s": edge.get("from_start", {}).get("p50_s"),
-        "edge_stalls": edge.get("stalls"),
-        "edge_stall_s": edge.get("stall_s"),
-        "edge_seeks": edge.get("seeks"),
-        "edge_errors": edge["errors"],
+        "seconds_per_phase": seconds,
+        **figures_of("edge", figures["edge"]),
         "encoder_skipped_frames": skipped,
-        "baseline": "dash.js straight from the origin (no edge tier)",
-        "baseline_started": base["started"],
-        "baseline_p50_s": base.get("steady", {}).get("p50_s"),
-        "baseline_p95_s": base.get("steady", {}).get("p95_s"),
-        "baseline_stalls": base.get("stalls"),
-        "baseline_seeks": base.get("seeks"),
+        **figures_of("origin", figures["origin"]),
     }
-    edge_p50, base_p50 = result["edge_p50_s"], result["baseline_p50_s"]
+    edge_p50 = result["edge_p50_s"]
+    if "ffmpeg" in figures:
+        result["baseline"] = "ffmpeg -ldash (Debian CLI), same ladder, chunked file server"
+        result.update(figures_of("ffmpeg", figures["ffmpeg"]))
+        base_p50 = result["ffmpeg_p50_s"]
+    else:
+        result["baseline"] = "dash.js straight from the origin (no edge tier)"
+        base_p50 = result["origin_p50_s"]
     result["p50_ratio"] = round(edge_p50 / base_p50, 3) if edge_p50 and base_p50 else None
     result["target_p50_s"] = TARGET_P50_S
     result["meets_target"] = bool(
-        edge_p50 is not None and edge_p50 <= TARGET_P50_S and edge.get("stalls") == 0
+        edge_p50 is not None and edge_p50 <= TARGET_P50_S and figures["edge"].get("stalls") == 0
     )
     print("RESULT " + json.dumps(result))
 

@@ -6,6 +6,7 @@
 //   mpd        the manifest URL (required)
 //   liveDelay  target live latency in seconds; unset: the MPD's ServiceDescription Latency@target
 //   maxDrift   drift (s) past which dash.js seeks back to the target instead of speeding up
+//   minRate, maxRate  catch-up playback rates (e.g. 0.96, 1.04); unset: the MPD's PlaybackRate
 //   log        dash.js log level: none|fatal|error|warn|info|debug (default warn)
 'use strict';
 
@@ -50,6 +51,8 @@
   const player = dashjs.MediaPlayer().create();
   const delay = number('liveDelay');
   const maxDrift = number('maxDrift');
+  // dash.js takes the catch-up range as offsets from 1 (the MPD gives rates).
+  const rateOffset = (name) => (params.has(name) ? number(name) - 1 : NaN);
   const logLevels = {
     none: dashjs.Debug.LOG_LEVEL_NONE,
     fatal: dashjs.Debug.LOG_LEVEL_FATAL,
@@ -68,6 +71,7 @@
         // The default mode: rate within the MPD's PlaybackRate range, seek past maxDrift.
         mode: 'liveCatchupModeDefault',
         maxDrift: maxDrift,
+        playbackRate: { min: rateOffset('minRate'), max: rateOffset('maxRate') },
       },
       // The MPD's ServiceDescription, ProducerReferenceTime and UTCTiming are what make
       // the latency figure comparable with the encoder's clock.
