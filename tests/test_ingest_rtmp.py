@@ -60,6 +60,9 @@ async def test_ffmpeg_publishes_over_rtmp_and_the_slate_returns_after(
             # a second publisher for the same channel is turned away
             async with ffmpeg_publisher(server, KEY) as second:
                 assert await asyncio.wait_for(second.wait(), 15) != 0
+                assert second.stderr is not None
+                said = await second.stderr.read()
+                assert b"already has a broadcaster" in said, said
             assert source.on_air.is_set()
         # the publisher stopped: the slate is back within a segment or two
         colours = [(await next_segment_centre(store))[1] for _ in range(2)]
@@ -73,5 +76,7 @@ async def test_a_wrong_stream_key_is_refused(redis: aioredis.Redis) -> None:
         async with ffmpeg_publisher(server, "not-the-key") as publisher:
             assert await asyncio.wait_for(publisher.wait(), 15) != 0
             assert publisher.stderr is not None
-            assert b"rtmp://" in await publisher.stderr.read()  # the connection was dropped
+            said = await publisher.stderr.read()
+            # told why (onStatus NetStream.Publish.BadName), not just dropped
+            assert b"wrong stream key" in said, said
         assert not server.sources["rtmp"].publishing

@@ -130,3 +130,18 @@ def test_the_decode_queue_drops_to_a_keyframe_and_asks_for_one() -> None:
     decode_queue.put((Codec, Encoded(key=False)))
     assert decode_queue.qsize() == 2 and decode_queue.dropped == 6
     assert is_keyframe("VP8", b"\x10\x02") and not is_keyframe("VP8", b"\x11\x02")
+
+
+def test_the_playout_delay_shrinks_back_after_a_jitter_spike() -> None:
+    media = MediaClock()
+    for i in range(10):  # 20 ms frames on time
+        assert media.map(i * 0.02, 1000 + i * 20) == 1000 + i * 20 + PLAYOUT_DELAY_MS
+    # a spike: frames 10..29 are held up and arrive together at 1600 (frame 10 was due at
+    # 1200): re-anchored on that arrival, every later on-time frame now waits 400 ms more
+    assert media.map(0.2, 1600) == 1600 + PLAYOUT_DELAY_MS
+    for i in range(11, 30):
+        media.map(i * 0.02, 1600)
+    buffered = [media.map(i * 0.02, 1000 + i * 20) - (1000 + i * 20) for i in range(30, 300)]
+    assert buffered[0] > PLAYOUT_DELAY_MS + 300  # the spike's delay, at first
+    assert buffered[-1] == PLAYOUT_DELAY_MS  # and given back once arrivals are steady
+    assert media.shrinks == 1

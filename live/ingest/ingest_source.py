@@ -26,6 +26,7 @@ reconnect must not wait for the dead session's timeout).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -51,6 +52,8 @@ STALE_MS = 2000  # a broadcaster that sent nothing for this long is shown as gon
 VIDEO_QUEUE_FRAMES = 60  # decoded pictures waiting for their playout time, at most
 AUDIO_QUEUE_MS = 2000  # audio waiting for its playout time, at most
 AUDIO_SNAP_MS = 20  # a frame this close to where the last one ended is written back to back
+SHRINK_WINDOW_MS = 2000  # arrivals watched before the playout delay may shrink back
+SHRINK_MARGIN_MS = 50  # buffered beyond the playout delay the whole window: give it back
 
 RESYNCS = Counter(
     "livemesh_ingest_clock_resyncs", "Input clocks re-anchored onto the wall clock", ["channel"]
@@ -65,12 +68,24 @@ class ChannelBusy(Exception):
 
 
 class MediaClock:
-    """Maps one input clock (seconds) onto the wall clock (ms)."""
+    """Maps one input clock (seconds) onto the wall clock (ms).
+
+    A late frame re-anchors the mapping at its own arrival, so after a jitter
+    spike every later frame is buffered for the spike as well.  The mapping
+    therefore watches the least buffering of each :data:`SHRINK_WINDOW_MS` of
+    arrivals; when even that exceeds the playout delay by more than
+    :data:`SHRINK_MARGIN_MS`, the excess is given back (the picture skips ahead
+    once, the sound is cut where the new mapping overlaps it), so the latency a
+    spike added does not stay for the rest of the broadcast.
+    """
 
     def __init__(self, delay_ms: int = PLAYOUT_DELAY_MS) -> None:
         self.delay_ms = delay_ms
         self._offset_ms: float | None = None
         self.resyncs = 0
+        self.shrinks = 0
+        self._window_start_ms: int | None = None
+        self._least_slack_ms = math.inf
 
     def map(self, pts_s: float, arrival_ms: int) -> float:
         """Wall-clock ms at which media stamped ``pts_s`` (arrived at ``arrival_ms``) plays."""
@@ -82,7 +97,18 @@ class MediaClock:
             if mapped is not None:
                 self.resyncs += 1
             self._offset_ms = target - pts_s * 1000
-            mapped = float(target)
+            self._window_start_ms, self._least_slack_ms = arrival_ms, math.inf
+            return float(target)
+        self._least_slack_ms = min(self._least_slack_ms, mapped - arrival_ms)
+        if self._window_start_ms is None:
+            self._window_start_ms = arrival_ms
+        elif arrival_ms - self._window_start_ms >= SHRINK_WINDOW_MS:
+            excess = self._least_slack_ms - self.delay_ms
+            if excess > SHRINK_MARGIN_MS and self._offset_ms is not None:
+                self._offset_ms -= excess
+                mapped -= excess
+                self.shrinks += 1
+            self._window_start_ms, self._least_slack_ms = arrival_ms, math.inf
         return mapped
 
 

@@ -7,9 +7,20 @@ private FFmpeg listener on a loopback port and relays the bytes both ways,
 reading the client's side up to its ``publish`` command (RTMP chunk stream,
 AMF0).  The command is held back until the key is checked: a wrong key, an
 app other than ``live``, or a channel that already has a broadcaster closes
-the connection before FFmpeg sees a byte of media.  Once accepted, the relay
-stops parsing and the decode thread feeds the channel's :class:`IngestFeed`
-(one clock for audio and video: FLV timestamps share it).
+the connection before FFmpeg sees a byte of media, after telling the client
+why (``onStatus`` ``NetStream.Publish.BadName`` for a wrong key,
+``NetStream.Publish.Denied`` for a busy channel, ``_error``
+``NetConnection.Connect.Rejected`` for a wrong app), so its log names the cause.
+Once accepted, the relay stops parsing and the decode thread feeds the
+channel's :class:`IngestFeed` (one clock for audio and video: FLV timestamps
+share it).
+
+Connections are admitted first (:mod:`live.ingest.admission`): a client
+connecting too often, or too many connections not yet publishing, are closed
+before a listener is started for them.  The private listeners take ports from
+:data:`PRIVATE_PORTS`, below Linux's ephemeral range, reserved in-process and
+probed before use, so no outgoing socket of this host is handed the port
+between its choice and FFmpeg's bind.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from typing import Any
 import av
 from prometheus_client import Counter
 
+from live.ingest.admission import Admission, Verdict
 from live.ingest.ingest_source import ChannelBusy, IngestFeed, IngestSource
 from live.ingest.keys import StreamKeys
 from livemesh import clock
@@ -39,12 +51,63 @@ LISTENER_START_S = 3.0  # FFmpeg's private listener must be up by then
 READ_TIMEOUT_S = 5.0  # a publisher silent this long is gone
 MESSAGE_HEADER_BYTES = (11, 7, 3, 0)
 MAX_COMMAND_BYTES = 64 * 1024
+PRIVATE_PORTS = range(21000, 29000)  # FFmpeg's private listeners; below 32768 (ephemeral)
+STATUS_CHUNK_STREAM = 5
 
 PUBLISHERS = Counter("livemesh_rtmp_publishers", "RTMP publish attempts by outcome", ["outcome"])
 
 
 class RtmpRefused(Exception):
-    """The publisher is turned away; the reason is logged."""
+    """The publisher is turned away; the reason is logged and ``reply`` sent to it."""
+
+    def __init__(self, reason: str, reply: bytes = b"") -> None:
+        super().__init__(reason)
+        self.reply = reply
+
+
+def encode_amf0(value: Any) -> bytes:
+    """One AMF0 value of the kinds a status reply needs."""
+    if value is None:
+        return b"\x05"
+    if isinstance(value, bool):
+        return b"\x01" + bytes([value])
+    if isinstance(value, (int, float)):
+        return b"\x00" + struct.pack(">d", float(value))
+    if isinstance(value, str):
+        raw = value.encode()
+        return b"\x02" + len(raw).to_bytes(2, "big") + raw
+    if isinstance(value, dict):
+        body = b"".join(
+            len(k.encode()).to_bytes(2, "big") + k.encode() + encode_amf0(v)
+            for k, v in value.items()
+        )
+        return b"\x03" + body + b"\x00\x00\x09"
+    raise TypeError(f"no AMF0 encoding for {type(value).__name__}")
+
+
+def command_message(stream_id: int, *values: Any) -> bytes:
+    """An AMF0 command message, chunked at the protocol's initial 128-byte chunk size."""
+    payload = b"".join(encode_amf0(v) for v in values)
+    header = (
+        bytes([STATUS_CHUNK_STREAM])  # fmt 0
+        + (0).to_bytes(3, "big")
+        + len(payload).to_bytes(3, "big")
+        + b"\x14"  # AMF0 command
+        + stream_id.to_bytes(4, "little")
+    )
+    chunks = [payload[at : at + 128] for at in range(0, len(payload), 128)]
+    return header + bytes([0xC0 | STATUS_CHUNK_STREAM]).join(chunks)
+
+
+def publish_status(stream_id: int, code: str, description: str) -> bytes:
+    """``onStatus`` with level ``error`` for a refused ``publish``."""
+    info = {"level": "error", "code": code, "description": description}
+    return command_message(stream_id, "onStatus", 0, None, info)
+
+
+def connect_rejected(transaction: float, description: str) -> bytes:
+    info = {"level": "error", "code": "NetConnection.Connect.Rejected", "description": description}
+    return command_message(0, "_error", transaction, None, info)
 
 
 # -- AMF0 and the RTMP chunk stream (client to server only) ---------------------------------
@@ -96,6 +159,7 @@ class _ChunkStream:
     timestamp: int = 0
     length: int = 0
     type_id: int = 0
+    stream_id: int = 0
     extended: bool = False
     payload: bytearray = field(default_factory=bytearray)
 
@@ -108,6 +172,7 @@ class CommandReader:
         self._handshake_left = HANDSHAKE_BYTES
         self._chunk_size = 128
         self._streams: dict[int, _ChunkStream] = {}
+        self.stream_id = 0  # message stream of the last command read
 
     def feed(self, data: bytes) -> list[tuple[str, list[Any]]]:
         """Commands completed by ``data``: ``(name, [transaction id, object, args...])``."""
@@ -118,16 +183,17 @@ class CommandReader:
         self._buffer += data
         commands: list[tuple[str, list[Any]]] = []
         while (message := self._next_message()) is not None:
-            type_id, payload = message
+            type_id, stream_id, payload = message
             if type_id == 1 and len(payload) >= 4:  # Set Chunk Size
                 self._chunk_size = max(1, int.from_bytes(payload[:4], "big") & 0x7FFFFFFF)
             elif type_id in (17, 20):  # AMF3 (first byte 0) or AMF0 command
                 values = decode_amf0(bytes(payload[1:] if type_id == 17 else payload))
                 if values and isinstance(values[0], str):
                     commands.append((values[0], values[1:]))
+                    self.stream_id = stream_id
         return commands
 
-    def _next_message(self) -> tuple[int, bytes] | None:
+    def _next_message(self) -> tuple[int, int, bytes] | None:
         while True:
             buf = self._buffer
             if not buf:
@@ -151,6 +217,8 @@ class CommandReader:
                 stream.type_id = buf[pos + 6]
                 if stream.length > MAX_COMMAND_BYTES and stream.type_id in (1, 17, 20):
                     raise RtmpRefused("oversized command")
+            if header >= 11:
+                stream.stream_id = int.from_bytes(buf[pos + 7 : pos + 11], "little")
             pos += header + (4 if stream.extended else 0)
             size = min(self._chunk_size, stream.length - len(stream.payload))
             if len(buf) < pos + size:
@@ -162,17 +230,37 @@ class CommandReader:
             del buf[: pos + size]
             if len(stream.payload) >= stream.length:
                 payload, stream.payload = bytes(stream.payload), bytearray()
-                return stream.type_id, payload
+                return stream.type_id, stream.stream_id, payload
 
 
 # -- the front ------------------------------------------------------------------------------
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+class PortPool:
+    """Loopback ports for private listeners: reserved here, probed free, given back."""
+
+    def __init__(self, ports: range = PRIVATE_PORTS) -> None:
+        self.ports = ports
+        self.in_use: set[int] = set()
+        self._next = 0
+
+    def reserve(self) -> int:
+        for _ in range(len(self.ports)):
+            port = self.ports[self._next]
+            self._next = (self._next + 1) % len(self.ports)
+            if port in self.in_use:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # someone else's: skip it
+            self.in_use.add(port)
+            return port
+        raise RtmpRefused("no private listener port free")
+
+    def release(self, port: int) -> None:
+        self.in_use.discard(port)
 
 
 class RtmpPublisher:
@@ -183,11 +271,12 @@ class RtmpPublisher:
     ) -> None:
         self.front = front
         self.client_reader, self.client_writer = reader, writer
-        self.port = _free_loopback_port()
+        self.port = front.ports.reserve()
         self.feed: IngestFeed | None = None
         self.channel: str | None = None
         self.stopping = threading.Event()
         self.decoded = threading.Event()
+        self.admitted = True  # holds an admission slot until it publishes or leaves
         self.thread = threading.Thread(target=self._decode, name=f"rtmp-{self.port}", daemon=True)
 
     async def run(self) -> None:
@@ -199,6 +288,7 @@ class RtmpPublisher:
         except (RtmpRefused, ConnectionError, TimeoutError) as exc:
             log.info("rtmp: publisher from %s refused or gone: %s", self._peer(), exc)
         finally:
+            self._admitted_done()
             self.stopping.set()
             for w in (self.client_writer, upstream[1] if upstream else None):
                 if w is not None:
@@ -206,6 +296,8 @@ class RtmpPublisher:
                     with contextlib.suppress(Exception):
                         await w.wait_closed()
             await asyncio.to_thread(self.thread.join, 10)
+            if not self.thread.is_alive():
+                self.front.ports.release(self.port)
             if self.feed is not None:
                 self.feed.close()
                 log.info("rtmp: channel %s publisher left", self.channel)
@@ -240,10 +332,15 @@ class RtmpPublisher:
                     data = await self.client_reader.read(65536)
                     if not data:
                         return
-                    for name, args in commands.feed(data):
-                        await self._command(name, args)
+                    try:
+                        for name, args in commands.feed(data):
+                            await self._command(name, args, commands.stream_id)
+                    except RtmpRefused as refused:
+                        await self._refuse(back, refused)
+                        raise
                     up_writer.write(data)  # the publish command only once it is accepted
                     await up_writer.drain()
+            self._admitted_done()
             while data := await self.client_reader.read(65536):
                 up_writer.write(data)
                 await up_writer.drain()
@@ -252,24 +349,44 @@ class RtmpPublisher:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await back
 
-    async def _command(self, name: str, args: list[Any]) -> None:
+    async def _refuse(self, back: asyncio.Task[None], refused: RtmpRefused) -> None:
+        """Stop relaying FFmpeg's replies, then tell the client why it is turned away."""
+        back.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await back
+        if refused.reply:
+            with contextlib.suppress(ConnectionError):
+                self.client_writer.write(refused.reply)
+                await self.client_writer.drain()
+
+    def _admitted_done(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.front.admission.done()
+
+    async def _command(self, name: str, args: list[Any], stream_id: int = 1) -> None:
         if name == "connect":
             app = args[1].get("app", "") if len(args) > 1 and isinstance(args[1], dict) else ""
             if str(app).strip("/") != RTMP_APP:
                 PUBLISHERS.labels("bad_app").inc()
-                raise RtmpRefused(f"app {app!r} is not {RTMP_APP!r}")
+                transaction = args[0] if args and isinstance(args[0], float) else 1.0
+                reason = f"app {app!r} is not {RTMP_APP!r}"
+                raise RtmpRefused(reason, connect_rejected(transaction, reason))
         elif name == "publish":
             key = str(args[2]).split("?", 1)[0] if len(args) > 2 else ""
             channel = await self.front.keys.channel_for(key)
             source = self.front.sources.get(channel) if channel else None
             if channel is None or source is None:
                 PUBLISHERS.labels("bad_key").inc()
-                raise RtmpRefused("wrong stream key")
+                reply = publish_status(stream_id, "NetStream.Publish.BadName", "wrong stream key")
+                raise RtmpRefused("wrong stream key", reply)
             try:
                 self.feed = source.attach(shared_clock=True, on_evicted=self._evicted)
             except ChannelBusy as exc:
                 PUBLISHERS.labels("busy").inc()
-                raise RtmpRefused(f"channel {channel} already has a broadcaster") from exc
+                reason = f"channel {channel} already has a broadcaster"
+                reply = publish_status(stream_id, "NetStream.Publish.Denied", reason)
+                raise RtmpRefused(reason, reply) from exc
             self.channel = channel
             PUBLISHERS.labels("accepted").inc()
             log.info("rtmp: channel %s publisher from %s accepted", channel, self._peer())
@@ -317,9 +434,16 @@ class RtmpFront:
     """Port 1935: every connection becomes an :class:`RtmpPublisher`."""
 
     def __init__(
-        self, sources: dict[str, IngestSource], keys: StreamKeys, host: str, port: int
+        self,
+        sources: dict[str, IngestSource],
+        keys: StreamKeys,
+        host: str,
+        port: int,
+        admission: Admission | None = None,
     ) -> None:
         self.sources, self.keys = sources, keys
+        self.admission = admission if admission is not None else Admission()
+        self.ports = PortPool()
         self.host, self.port = host, port
         self.loop: asyncio.AbstractEventLoop | None = None
         self.publishers: set[RtmpPublisher] = set()
@@ -333,7 +457,19 @@ class RtmpFront:
         log.info("ingest: RTMP on rtmp://%s:%d/%s/<stream key>", self.host, self.port, RTMP_APP)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        publisher = RtmpPublisher(self, reader, writer)
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+        verdict = self.admission.admit(client, clock.now_ms())
+        if verdict is not Verdict.ADMITTED:
+            PUBLISHERS.labels(verdict.value).inc()
+            writer.transport.abort()
+            return
+        try:
+            publisher = RtmpPublisher(self, reader, writer)
+        except RtmpRefused:
+            self.admission.done()
+            writer.transport.abort()
+            return
         self.publishers.add(publisher)
         try:
             await publisher.run()

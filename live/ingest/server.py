@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from live.channel import LiveChannel
+from live.ingest.admission import Admission
 from live.ingest.ingest_source import IngestSource
 from live.ingest.keys import RedisStreamKeys, StreamKeys
 from live.ingest.rtmp import RtmpFront
@@ -38,16 +39,20 @@ class IngestServer:
         host: str = "127.0.0.1",
         http_port: int = 0,
         rtmp_port: int | None = 0,
+        admission: Admission | None = None,
     ) -> None:
         self.redis = redis
+        self.admission = admission if admission is not None else Admission()
         self.sources = {c.name: IngestSource(c) for c in configs}
         self.channels = {
             c.name: LiveChannel(c, ChannelStore(redis, c.name), self.sources[c.name])
             for c in configs
         }
-        self.whip = WhipEndpoint(self.sources, keys)
+        self.whip = WhipEndpoint(self.sources, keys, self.admission)
         self.rtmp = (
-            RtmpFront(self.sources, keys, host, rtmp_port) if rtmp_port is not None else None
+            RtmpFront(self.sources, keys, host, rtmp_port, self.admission)
+            if rtmp_port is not None
+            else None
         )
         self.host, self._http_port = host, http_port
         self._tasks: list[asyncio.Task[None]] = []

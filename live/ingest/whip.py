@@ -13,8 +13,18 @@ Routes (aiohttp), with ``Authorization: Bearer <stream key>`` on every request:
 Errors carry the reason as ``text/plain``: 401 (no or wrong key), 400 (not an
 SDP offer we can read), 406 (no codec aiortc can take: H.264 constrained
 baseline ``42e01f``/``42001f`` with packetization-mode 1, or VP8; Opus), 409
-(the channel already has a broadcaster), 415 (not ``application/sdp``), 503
-(too many negotiations at once; a flood of offers never reaches the channels).
+(the channel already has a broadcaster), 415 (not ``application/sdp``), 429
+(this client tries too often) and 503 (the process has too many attempts at
+once): :mod:`live.ingest.admission` refuses a flood of offers before any key
+lookup or negotiation, so it never reaches the channels.
+
+FFmpeg's own ``whip`` muxer (FFmpeg 8, as bundled with PyAV) works as a client
+when it is given a P-256 certificate (its ``cert_file``/``key_file`` options).
+Without them, an FFmpeg built with GnuTLS makes itself a P-224 certificate, and
+the OpenSSL inside the ``cryptography`` wheel aiortc uses knows no P-224 TLS
+group: the DTLS handshake ends with an ``illegal_parameter`` alert right after
+FFmpeg's certificate, in either DTLS role.  Nothing in our SDP answer can change
+the client's certificate, so such a failure is logged with that hint.
 
 aiortc decodes each receiver on a thread behind an unbounded queue.  Here that
 queue is replaced by :class:`BoundedDecodeQueue`: when video decoding falls
@@ -48,6 +58,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 from prometheus_client import Counter
 
+from live.ingest.admission import Admission, Verdict
 from live.ingest.ingest_source import ChannelBusy, IngestFeed, IngestSource
 from live.ingest.keys import StreamKeys
 from livemesh import clock
@@ -204,12 +215,17 @@ class WhipSession:
 class WhipEndpoint:
     """The WHIP resources of every channel this ingest process serves."""
 
-    def __init__(self, sources: dict[str, IngestSource], keys: StreamKeys) -> None:
+    def __init__(
+        self,
+        sources: dict[str, IngestSource],
+        keys: StreamKeys,
+        admission: Admission | None = None,
+    ) -> None:
         self.sources = sources
         self.keys = keys
+        self.admission = admission if admission is not None else Admission()
         self.sessions: dict[str, WhipSession] = {}
         self._negotiating = asyncio.Semaphore(MAX_NEGOTIATIONS)
-        self._busy = 0
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -231,6 +247,25 @@ class WhipEndpoint:
         return web.Response(status=204, headers=headers)
 
     async def post(self, request: web.Request) -> web.Response:
+        """Admission first (429/503), then the key, the offer and the negotiation."""
+        client = request.remote or "unknown"
+        verdict = self.admission.admit(client, clock.now_ms())
+        if verdict is Verdict.CLIENT_LIMITED:
+            SESSIONS.labels("rate_limited").inc()
+            raise _error(
+                web.HTTPTooManyRequests,
+                "too many session attempts from this client",
+                retry_s=self.admission.retry_after_s(client),
+            )
+        if verdict is Verdict.OVERLOADED:
+            SESSIONS.labels("overloaded").inc()
+            raise _error(web.HTTPServiceUnavailable, "too many sessions starting", retry_s=1)
+        try:
+            return await self._post(request)
+        finally:
+            self.admission.done()
+
+    async def _post(self, request: web.Request) -> web.Response:
         channel = await self._authorise(request)
         wanted = request.match_info.get("channel")
         if wanted is not None and wanted != channel:
@@ -252,7 +287,7 @@ class WhipEndpoint:
             raise _error(_status(exc.status), exc.reason) from exc
         if self._negotiating.locked():
             SESSIONS.labels("overloaded").inc()
-            raise _error(web.HTTPServiceUnavailable, "too many sessions starting", retry=True)
+            raise _error(web.HTTPServiceUnavailable, "too many sessions starting", retry_s=1)
         async with self._negotiating:
             session = await self._open(channel, source, offer)
         location = f"/whip/sessions/{session.id}"
@@ -336,6 +371,14 @@ class WhipEndpoint:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
+            if pc.connectionState == "failed" and pc.iceConnectionState == "completed":
+                log.warning(
+                    "whip %s: session %s: ICE completed but DTLS failed; an FFmpeg whip "
+                    "client needs a P-256 certificate (cert_file, key_file)",
+                    channel,
+                    session_id,
+                )
+                SESSIONS.labels("dtls_failed").inc()
             if pc.connectionState in ("failed", "closed"):
                 await self.close(session, pc.connectionState)
 
@@ -422,13 +465,13 @@ def _status(code: int) -> type[web.HTTPException]:
 
 
 def _error(
-    kind: Any, reason: str, retry: bool = False, max_size: int | None = None
+    kind: Any, reason: str, retry_s: int | None = None, max_size: int | None = None
 ) -> web.HTTPException:
     headers = dict(CORS_HEADERS)
     if kind is web.HTTPUnauthorized:
         headers["WWW-Authenticate"] = 'Bearer realm="livemesh ingest"'
-    if retry:
-        headers["Retry-After"] = "1"
+    if retry_s is not None:
+        headers["Retry-After"] = str(retry_s)
     if max_size is not None:
         return web.HTTPRequestEntityTooLarge(
             max_size=SDP_MAX_BYTES, actual_size=SDP_MAX_BYTES + 1, text=reason, headers=headers
