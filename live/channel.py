@@ -77,8 +77,10 @@ class LiveChannel:
 
     async def run(self) -> None:
         """Encode and publish until stopped; the epoch's media stays for its window."""
-        start_ms = clock.now_ms()
-        video, audio = await asyncio.to_thread(self._open_renditions, start_ms)
+        video_encoders, audio_encoder = await asyncio.to_thread(self._open_encoders)
+        start_ms = clock.now_ms()  # media time 0 is now that the encoders are ready
+        video = [self._rendition(e, start_ms) for e in video_encoders]
+        audio = self._rendition(audio_encoder, start_ms)
         self.epoch = Epoch(
             id=str(start_ms),
             start_ms=start_ms,
@@ -107,19 +109,18 @@ class LiveChannel:
             await self.store.end_epoch(self.epoch)
             log.info("channel %s: epoch %s off air", self.config.name, self.epoch.id)
 
-    def _open_renditions(self, start_ms: int) -> tuple[list[Rendition], Rendition]:
+    def _open_encoders(self) -> tuple[list[RenditionEncoder], RenditionEncoder]:
+        """Open every encoder (slow: x264 set-up) before the epoch's clock starts."""
         segment_frames = self.timeline.segment_ms * self.config.frame_rate // 1000
-
-        def rendition(encoder: RenditionEncoder) -> Rendition:
-            unit_clock = UnitClock(self.timeline, encoder.units_per_second)
-            packager = ChunkPackager(unit_clock, encoder.track, encoder.unit_duration, start_ms)
-            return Rendition(encoder, packager)
-
-        video = [
-            rendition(VideoEncoder(r, self.config.frame_rate, segment_frames))
-            for r in self.config.video
+        video: list[RenditionEncoder] = [
+            VideoEncoder(r, self.config.frame_rate, segment_frames) for r in self.config.video
         ]
-        return video, rendition(AudioEncoder(self.config.audio))
+        return video, AudioEncoder(self.config.audio)
+
+    def _rendition(self, encoder: RenditionEncoder, start_ms: int) -> Rendition:
+        unit_clock = UnitClock(self.timeline, encoder.units_per_second)
+        packager = ChunkPackager(unit_clock, encoder.track, encoder.unit_duration, start_ms)
+        return Rendition(encoder, packager)
 
     def _encode_loop(self, video: list[Rendition], audio: Rendition, hand_over: HandOver) -> None:
         """Paced to the wall clock: frame ``i`` is captured at ``start + i / fps``."""
@@ -169,10 +170,10 @@ class LiveChannel:
         if lag_ms <= self.timeline.chunk_ms:
             return index
         segment_frames = self.timeline.segment_ms * self.config.frame_rate // 1000
-        target = index + lag_ms * self.config.frame_rate // 1000
-        segment_start = target - target % segment_frames
-        if segment_start > index:
-            target = segment_start
+        if index % segment_frames == 0:
+            return index  # a segment's first frame is always encoded
+        next_segment_start = index + segment_frames - index % segment_frames
+        target = min(index + lag_ms * self.config.frame_rate // 1000, next_segment_start)
         LATE_FRAMES.labels(self.config.name).inc(target - index)
         log.warning(
             "channel %s: encoder %d ms behind real time, skipping %d frames",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from live.cmaf import InitInfo, read_avc_codec, read_init
 from live.ladder import AudioRung, VideoRung
@@ -73,6 +74,8 @@ class VideoEncoder(RenditionEncoder):
     def __init__(self, rung: VideoRung, frame_rate: int, segment_frames: int) -> None:
         self.rung = rung
         self.units_per_second = Fraction(frame_rate)
+        # one scaler per rung keeps its SwsContext; frame.reformat() would build one a frame
+        self._scaler = VideoReformatter()
         sink = io.BytesIO()
         container = av.open(sink, "w", format="mp4", options={"movflags": CMAF_INIT_MOVFLAGS})
         stream = container.add_stream("libx264", rate=frame_rate)
@@ -107,7 +110,9 @@ class VideoEncoder(RenditionEncoder):
         assert isinstance(frame, av.VideoFrame)
         scaled = frame
         if (frame.width, frame.height) != (self.rung.width, self.rung.height):
-            scaled = frame.reformat(width=self.rung.width, height=self.rung.height)
+            scaled = self._scaler.reformat(
+                frame, width=self.rung.width, height=self.rung.height, format="yuv420p"
+            )
             scaled.pts, scaled.time_base = frame.pts, frame.time_base
         scaled.pict_type = (
             av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE

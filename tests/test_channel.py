@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from live.channel import LiveChannel, synthetic_source
-from live.cmaf import iter_boxes, read_prft_wallclock_ms, read_tfdt
+from live.cmaf import iter_boxes, read_prft_wallclock_ms, read_sample_durations, read_tfdt
 from live.source import ChannelSource
 from live.state import ChannelStore, ChunkEvent
 from livemesh import clock
@@ -21,14 +21,11 @@ from tests.live_helpers import running_channel, small_config, wait_for_segments
 async def test_segments_align_across_the_ladder_and_decode(redis: aioredis.Redis) -> None:
     config = small_config("align")
     store = ChannelStore(redis, config.name)
-    arrivals: list[tuple[ChunkEvent, int]] = []
     async with running_channel(store, config) as channel:
         assert channel.epoch is not None
         epoch = channel.epoch
         reps = [r.id for r in epoch.representations]
-        await wait_for_segments(
-            store, epoch.id, reps, count=3, on_event=lambda e: arrivals.append((e, clock.now_ms()))
-        )
+        await wait_for_segments(store, epoch.id, reps, count=3)
 
     for rep in epoch.representations:
         init = await store.init_segment(epoch.id, rep.id)
@@ -36,8 +33,9 @@ async def test_segments_align_across_the_ladder_and_decode(redis: aioredis.Redis
         for number in range(3):
             chunks, position = await store.chunks(epoch.id, rep.id, number)
             assert position is not None and position.has_complete(number)
-            assert len(chunks) == config.timeline.chunks_per_segment
+            assert 1 <= len(chunks) <= config.timeline.chunks_per_segment
             media = b"".join(chunks)
+            duration_s = segment_duration(media) / rep.timescale
             assert next(iter_boxes(media)).type == b"styp"
             start = read_tfdt(media) / rep.timescale
             if rep.kind == "video":
@@ -46,9 +44,12 @@ async def test_segments_align_across_the_ladder_and_decode(redis: aioredis.Redis
                 with av.open(io.BytesIO(init + media)) as container:
                     frames = list(container.decode(video=0))
                 assert frames[0].key_frame
-                assert len(frames) == config.segment_ms * config.frame_rate // 1000
+                # a whole segment, with no hole even where a late encoder skipped frames
+                assert duration_s == config.segment_ms / 1000
             else:
-                assert abs(start - number * config.segment_ms / 1000) <= 1024 / 48000 / 2 + 1e-9
+                half_frame = 1024 / 48000 / 2 + 1e-9
+                assert abs(start - number * config.segment_ms / 1000) <= half_frame
+                assert abs(duration_s - config.segment_ms / 1000) <= 2 * half_frame
                 with av.open(io.BytesIO(init + media)) as container:
                     assert len(list(container.decode(audio=0))) >= 46
 
@@ -96,6 +97,12 @@ async def test_a_restart_is_a_new_epoch_and_leaves_old_urls_untouched(
     assert await store.find_epoch(first.epoch.id) == first.epoch
     again, _ = await store.chunks(first.epoch.id, "v360", 0)
     assert again == old_bytes
+
+
+def segment_duration(media: bytes) -> int:
+    """Sum of the sample durations of every fragment in a segment, in its timescale."""
+    moofs = [box.start for box in iter_boxes(media) if box.type == b"moof"]
+    return sum(sum(read_sample_durations(media, start)) for start in moofs)
 
 
 class SlowSource:
