@@ -166,6 +166,30 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class LoopLag:
+    """How late this process's event loop wakes from a 10 ms sleep: the run-queue wait
+    every process on the machine suffers too (a measure of how oversubscribed the cores are).
+    """
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.01)
+            self.samples.append((time.perf_counter() - start - 0.01) * 1000)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
 def raise_fd_limit(wanted: int) -> int:
     """Raise this process's (and so its children's) open-file limit towards ``wanted``."""
     import resource

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from _harness import (
     LiveViewer,
+    LoopLag,
     Procs,
     chunk_times,
     edge_fetches,
@@ -101,6 +102,7 @@ def lateness(
     dry = 0
     late_chunks = 0
     unmatched = 0
+    late_at: dict[int, int] = {}  # late chunks by their place in the segment
     for viewer in viewers:
         requested = {n: req for n, req, _ in viewer.segments}
         worst = 0.0
@@ -116,6 +118,8 @@ def lateness(
             chunks.append(late)
             worst = max(worst, late)
             late_chunks += late > CHUNK_MS
+            if late > CHUNK_MS:
+                late_at[i] = late_at.get(i, 0) + 1
         dry += bool(viewer.errors) or worst > CHUNK_MS
     errors = [e for v in viewers for e in v.errors]
     return {
@@ -124,6 +128,7 @@ def lateness(
         "dry_viewers": dry,
         "late_chunk_share": round(late_chunks / max(1, len(chunks)), 4),
         "unmatched_chunks": unmatched,
+        "late_by_chunk_index": dict(sorted(late_at.items())),
         "errors": len(errors),
         "error_sample": errors[:3],
         "bytes": sum(v.bytes for v in viewers),
@@ -182,13 +187,15 @@ async def measure(
         first = await next_segment(redis_url, CHANNEL, epoch, rep)
         o0 = origin_requests(origin)
         c0, t0, p0 = cpu_s(), time.perf_counter(), procs.cpu()
-        viewers = await run_crowd(targets, crowd, 1.0, first, first + segments - 1)
+        with LoopLag() as lag:
+            viewers = await run_crowd(targets, crowd, 1.0, first, first + segments - 1)
         wall, cpu = time.perf_counter() - t0, cpu_s() - c0
         used = {k: round((v - p0.get(k, 0.0)) / wall, 2) for k, v in procs.cpu().items()}
         figures = lateness(viewers, await stored_at(redis_url, CHANNEL, epoch, rep), first)
         figures["origin_requests"] = origin_requests(origin) - o0 - 1  # less the scrape
         figures["client_cpu_share"] = round(cpu / wall, 2)
         figures["cpu_share"] = used  # CPU-seconds per second of each child during the crowd
+        figures["client_loop_lag"] = summary(lag.samples)
         out[name] = figures
         fb, ch = figures["first_byte"], figures["chunk"]
         assert isinstance(fb, dict) and isinstance(ch, dict)
@@ -198,7 +205,9 @@ async def measure(
             f"{ch['max_ms']} ms ({ch['count']} chunks); dry viewers {figures['dry_viewers']}/"
             f"{crowd}; origin requests {figures['origin_requests']}; client CPU "
             f"{figures['client_cpu_share']}; errors {figures['errors']} {figures['error_sample']}; "
-            f"CPU share of the children {used}",
+            f"late chunks by index in segment {figures['late_by_chunk_index']}; "
+            f"CPU share of the children {used}; client loop lag p50 "
+            f"{figures['client_loop_lag']['p50_ms']} p99 {figures['client_loop_lag']['p99_ms']} ms",
             flush=True,
         )
     return out
@@ -280,6 +289,8 @@ def main() -> None:
         "baseline_origin_requests": direct["origin_requests"],
         "origin_requests_ratio": ratio(tier["origin_requests"], direct["origin_requests"]),
         "chunk_p99_ratio": ratio(tier["chunk"]["p99_ms"], direct["chunk"]["p99_ms"]),
+        "tier_client_loop_lag_p99_ms": tier["client_loop_lag"]["p99_ms"],
+        "baseline_client_loop_lag_p99_ms": direct["client_loop_lag"]["p99_ms"],
         "tier_cpu_share": {"client": tier["client_cpu_share"], **tier["cpu_share"]},
         "baseline_cpu_share": {"client": direct["client_cpu_share"], **direct["cpu_share"]},
     }
