@@ -35,6 +35,7 @@ from live.http_errors import BadRequest, Gone, NotFound, TooEarly, Unavailable, 
 from live.ladder import NAME_PATTERN, ChannelConfig
 from live.mpd import iso_utc, render_mpd
 from live.state import ChannelStore, Epoch, Position, Representation
+from live.timing import live_edge_segment
 from livemesh import clock
 
 log = logging.getLogger(__name__)
@@ -102,23 +103,26 @@ class SegmentState(enum.Enum):
     NEXT = "next"  # the one after the live edge: none exist yet
 
 
-def segment_state(number: int, position: Position | None, config: ChannelConfig) -> SegmentState:
+def segment_state(
+    number: int, position: Position | None, config: ChannelConfig, due: int = -1
+) -> SegmentState:
     """Where segment ``number`` stands against a rendition's live edge ``position``.
 
+    ``due`` is the segment the wall clock says is being produced (the MPD's view, and
+    so the player's): a segment up to one past it is held even when the encoder runs
+    late, so a player that follows the MPD's timing is never told 404 for it.
     Raises :class:`TooEarly` beyond the next segment and :class:`Gone` behind the window.
     """
-    if position is None:  # nothing published yet in this epoch: segment 0 is next
-        if number == 0:
-            return SegmentState.NEXT
-        raise TooEarly("segment not produced yet")
-    window_segments = config.window_s * 1000 // config.segment_ms
-    if number < position.segment - window_segments:
-        raise Gone("segment has left the live window")
-    if position.has_complete(number):
-        return SegmentState.COMPLETE
-    if number == position.segment:
-        return SegmentState.LIVE
-    if number == position.segment + 1:
+    produced = position.segment if position is not None else -1
+    if position is not None:
+        window_segments = config.window_s * 1000 // config.segment_ms
+        if number < position.segment - window_segments:
+            raise Gone("segment has left the live window")
+        if position.has_complete(number):
+            return SegmentState.COMPLETE
+        if number == position.segment:
+            return SegmentState.LIVE
+    if produced < number <= max(produced, due) + 1:
         return SegmentState.NEXT
     raise TooEarly("segment not produced yet")
 
@@ -193,7 +197,8 @@ async def _serve_segment(
     if config is None:
         raise NotFound("unknown channel")
     chunks, position = await store.chunks(epoch.id, rep.id, number)
-    state = segment_state(number, position, config)
+    due = live_edge_segment(clock.now_ms(), epoch.start_ms, config.timeline)
+    state = segment_state(number, position, config, due)
     if state is SegmentState.COMPLETE:
         if not chunks:
             raise Gone("segment has expired")

@@ -317,19 +317,34 @@ def test_segment_state(number: int, position: Position | None, expected: Segment
 
 
 @pytest.mark.parametrize(
-    ("number", "position", "error"),
+    ("number", "position", "due"),
     [
-        (1, None, TooEarly),
-        (5, Position(3, 2, False), TooEarly),
-        (5, Position(3, 4, True), TooEarly),
-        (5, Position(10, 0, False), Gone),  # one behind the window
+        (6, Position(3, 2, False), 5),  # the encoder is late: the MPD's next segment is held
+        (5, Position(3, 2, False), 5),
+        (2, None, 1),  # nothing published yet, but the clock says segment 1 has begun
+    ],
+)
+def test_a_late_encoder_does_not_turn_due_segments_into_404(
+    number: int, position: Position | None, due: int
+) -> None:
+    assert segment_state(number, position, CONFIG, due) is SegmentState.NEXT
+
+
+@pytest.mark.parametrize(
+    ("number", "position", "due", "error"),
+    [
+        (1, None, -1, TooEarly),
+        (5, Position(3, 2, False), 3, TooEarly),
+        (5, Position(3, 4, True), 3, TooEarly),
+        (5, Position(10, 0, False), 10, Gone),  # one behind the window
+        (7, Position(3, 2, False), 5, TooEarly),  # beyond the clock's next segment too
     ],
 )
 def test_segment_state_out_of_reach(
-    number: int, position: Position | None, error: type[Exception]
+    number: int, position: Position | None, due: int, error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        segment_state(number, position, CONFIG)
+        segment_state(number, position, CONFIG, due)
 
 
 # -- live-edge HEAD --------------------------------------------------------------------
