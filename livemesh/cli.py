@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "playback": ("services.playback.service", "run the playback service (gRPC)"),
     "channels": ("services.channels.service", "run the live channel service (gRPC)"),
     "gateway": ("services.gateway.app", "run the HTTP/JSON gateway for players and browsers"),
+    "loadtest": ("loadrig.cli", "run spike profiles with chaos against the stack; scale model"),
 }
 
 

@@ -1,0 +1,522 @@
+"""The virtual LL-DASH player: one coroutine per viewer, bodies counted, never kept.
+
+:func:`play` does what dash.js does at the live edge: press play through the gateway
+(``StartPlayback`` → ranked, signed edge URLs), fetch the MPD, sync its clock with
+``/time``, fetch the init segments, then request each segment when its first chunk is
+due and read its chunks as they arrive (HTTP/1.1 chunked transfer).  The buffer model
+and the rung choice live in :mod:`loadrig.abr`.  When an edge fails (connection error,
+error status, no complete segment within ``segment_timeout_s``) the player moves to the
+next URL it was given and carries on from the same segment.
+
+Segments go over raw keep-alive asyncio connections with the llhttp response parser
+(``httptools``, in C), one per track, like the edge bench's viewers (bench/_harness.py);
+a chunk's arrival is seen from the box headers, and only a ``prft`` box (32 bytes) is
+kept, to read the encoder's wall clock of the chunk.  Per chunk the player updates its
+buffer in the protocol callback; the coroutine wakes once per segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+import httptools
+
+from live.cmaf import read_prft_wallclock_ms
+from loadrig.abr import BufferModel, ThroughputEstimate, choose_rung
+from loadrig.manifest import LiveManifest, Track, parse_http_date_ms, parse_manifest
+from loadrig.profile import Device, PlayerSettings
+
+PANIC_BUFFER_S = 0.1
+BEHIND_LIVE_SEGMENTS = 3  # further behind than this: jump back to the live point
+RETRY_ROUNDS = 3  # times every edge URL is tried before the player gives up
+START_ATTEMPTS = 4  # presses of play before a viewer gives up
+START_BACKOFF_S = 0.5
+
+
+# (ordinal in the segment, bytes of the chunk, seconds from its first to last byte, prft ms)
+ChunkCallback = Callable[[int, int, float, int], None]
+
+
+class PlayerError(Exception):
+    """An edge answered in a way a player cannot play (the message says how)."""
+
+
+# -- records --------------------------------------------------------------------------
+
+
+@dataclass
+class PlayerRecord:
+    """What one viewer saw.  ``state``: starting, playing, stalled, ended, failed."""
+
+    index: int
+    device: str
+    state: str = "starting"
+    joined_at: float = 0.0
+    startup_s: float | None = None
+    stalls: list[float] = field(default_factory=list)
+    latency_s: list[float] = field(default_factory=list)  # per segment, playhead vs live edge
+    delivery_ms: list[float] = field(default_factory=list)  # per segment, prft -> arrival
+    ttfb_ms: list[float] = field(default_factory=list)  # per segment request
+    switches: int = 0
+    failovers: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    rungs: Counter[str] = field(default_factory=Counter)  # segments fetched per rung
+    bytes: int = 0
+    edge: str = ""
+    buffer: BufferModel | None = None
+    objects: set[str] = field(default_factory=set)  # media paths fetched (sans token)
+
+
+# -- segment connections ------------------------------------------------------------------
+
+
+class BoxScanner:
+    """Follows top-level ISO-BMFF boxes across reads; reports each completed chunk.
+
+    A chunk is ``[prft] moof mdat``; when its ``mdat`` ends, ``on_chunk(ordinal, nbytes,
+    burst_s, prft_ms)`` is called.  Only box headers and the ``prft`` box are kept.
+    """
+
+    __slots__ = (
+        "chunk_bytes",
+        "chunk_start",
+        "count",
+        "head",
+        "keep",
+        "on_chunk",
+        "prft_ms",
+        "remaining",
+        "type",
+    )
+
+    def __init__(self, on_chunk: ChunkCallback) -> None:
+        self.on_chunk = on_chunk
+        self.head = b""
+        self.remaining = 0
+        self.type = b""
+        self.keep = b""  # the prft box being read
+        self.prft_ms = 0
+        self.count = 0
+        self.chunk_start = 0.0
+        self.chunk_bytes = 0
+
+    def feed(self, data: bytes, now: float) -> None:
+        view = memoryview(data)
+        while view:
+            if self.remaining:
+                take = min(self.remaining, len(view))
+                if self.type == b"prft":
+                    self.keep += bytes(view[:take])
+                self.remaining -= take
+                self.chunk_bytes += take
+                view = view[take:]
+                if not self.remaining:
+                    self._box_done(now)
+                continue
+            need = 16 if len(self.head) >= 8 and self.head[:4] == b"\0\0\0\1" else 8
+            take = min(need - len(self.head), len(view))
+            self.head += bytes(view[:take])
+            view = view[take:]
+            if len(self.head) < need or (need == 8 and self.head[:4] == b"\0\0\0\1"):
+                continue
+            size = struct.unpack(">I", self.head[:4])[0]
+            if size == 1:
+                size = struct.unpack(">Q", self.head[8:16])[0]
+            self.type = self.head[4:8]
+            if self.type in (b"prft", b"moof") and (self.type == b"prft" or not self.keep):
+                self.chunk_start = now
+                self.chunk_bytes = 0
+            if self.type == b"prft":
+                self.keep = self.head
+            self.chunk_bytes += len(self.head)
+            self.remaining = max(0, size - len(self.head))
+            self.head = b""
+            if not self.remaining:
+                self._box_done(now)
+
+    def _box_done(self, now: float) -> None:
+        if self.type == b"prft":
+            try:
+                self.prft_ms = read_prft_wallclock_ms(self.keep)
+            except (StopIteration, struct.error):
+                self.prft_ms = 0
+        elif self.type == b"mdat":
+            self.on_chunk(self.count, self.chunk_bytes, now - self.chunk_start, self.prft_ms)
+            self.count += 1
+            self.keep = b""
+            self.prft_ms = 0
+
+
+class SegmentConnection(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 client connection: one GET at a time, body scanned for chunks."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.done: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.scanner: BoxScanner | None = None
+        self.status = 0
+        self.first_byte = 0.0
+        self.bytes = 0
+        self.keep_alive = True
+
+    def send(
+        self, request: bytes, scanner: BoxScanner | None, timeout_s: float
+    ) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpResponseParser(self)
+        self.scanner = scanner
+        self.status = 0
+        self.first_byte = 0.0
+        self.bytes = 0
+        self.done = loop.create_future()
+        self.timer = loop.call_later(timeout_s, self._end, TimeoutError("no complete response"))
+        assert self.transport is not None
+        self.transport.write(request)
+        return self.done
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._end(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._end(exc or ConnectionResetError("connection closed before the body ended"))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        now = time.time()
+        if not self.bytes:
+            self.first_byte = now
+        self.bytes += len(body)
+        if self.scanner is not None:
+            self.scanner.feed(body, now)
+
+    def on_message_complete(self) -> None:
+        self._end(None)
+
+    def _end(self, exc: BaseException | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.done is not None and not self.done.done():
+            if exc is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(exc)
+                if self.transport is not None:
+                    self.transport.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class EdgeLink:
+    """The player's connection to one edge for one track (reopened when closed)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.conn: SegmentConnection | None = None
+
+    async def get(
+        self, path: str, scanner: BoxScanner | None, timeout_s: float
+    ) -> SegmentConnection:
+        conn = self.conn
+        if conn is None or conn.lost or not conn.keep_alive:
+            if conn is not None:
+                conn.close()
+            loop = asyncio.get_running_loop()
+            _, conn = await asyncio.wait_for(  # type: ignore[assignment]
+                loop.create_connection(SegmentConnection, self.host, self.port), timeout_s
+            )
+            self.conn = conn
+        assert conn is not None
+        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
+        await conn.send(request, scanner, timeout_s)
+        return conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+# -- the player ---------------------------------------------------------------------------
+
+
+@dataclass
+class PlayerContext:
+    """What the players of one worker process share."""
+
+    gateway: str
+    settings: PlayerSettings
+    http: aiohttp.ClientSession
+    tokens: list[str]  # access tokens of the account pool (reused)
+    credentials: list[tuple[str, str]]  # (email, password) of the pool, for fresh sign-ins
+    rng: random.Random = field(default_factory=random.Random)
+
+
+async def _json(resp: aiohttp.ClientResponse) -> dict[str, object]:
+    body = await resp.json(content_type=None)
+    if resp.status != 200:
+        raise PlayerError(f"gateway {resp.status}: {str(body)[:120]}")
+    assert isinstance(body, dict)
+    return body
+
+
+async def press_play(ctx: PlayerContext, index: int) -> list[str]:
+    """Sign in (or reuse a token) and StartPlayback; the ranked manifest URLs."""
+    account = index % len(ctx.tokens)
+    token = ctx.tokens[account]
+    if ctx.settings.signin_share and ctx.rng.random() < ctx.settings.signin_share:
+        email, password = ctx.credentials[account]
+        async with ctx.http.post(
+            f"{ctx.gateway}/v1/accounts:signIn", json={"email": email, "password": password}
+        ) as resp:
+            token = str((await _json(resp))["accessToken"])
+    async with ctx.http.post(
+        f"{ctx.gateway}/v1/playback:start",
+        json={"content": ctx.settings.content},
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:
+        session = (await _json(resp))["session"]
+    assert isinstance(session, dict)
+    urls = [str(u["url"]) for u in session.get("manifestUrls", [])]
+    if not urls:
+        raise PlayerError("StartPlayback returned no manifest URL")
+    return urls
+
+
+class Player:
+    """One viewer's state across edges; :meth:`run` is its coroutine."""
+
+    def __init__(self, ctx: PlayerContext, record: PlayerRecord, device: Device) -> None:
+        self.ctx = ctx
+        self.rec = record
+        self.device = device
+        s = ctx.settings
+        self.buffer = BufferModel(
+            s.live_delay_s, s.start_buffer_s, s.resume_buffer_s, s.catchup_rate
+        )
+        record.buffer = self.buffer
+        self.estimate = ThroughputEstimate(cap_bps=device.bandwidth_kbps * 1000)
+        self.offset_s = 0.0  # server clock minus ours
+        self.pressed = 0.0
+        self.mpd: LiveManifest | None = None
+        self.track_end: dict[str, float] = {}
+        self.rung = ""
+        self.number = -1
+        self.links: list[EdgeLink] = []
+
+    def now(self) -> float:
+        return time.time() + self.offset_s
+
+    def observe(self) -> str:
+        """The viewer's state now (a stall shows even when no chunk has arrived since)."""
+        rec = self.rec
+        if rec.state in ("playing", "stalled") and self.mpd is not None:
+            now = self.now()
+            self.buffer.advance(now, self.live_edge(now))
+            rec.state = "playing" if self.buffer.playing else "stalled"
+        return rec.state
+
+    def live_edge(self, now: float) -> float:
+        assert self.mpd is not None
+        return now - self.mpd.ast_s
+
+    async def run(self) -> None:
+        rec = self.rec
+        self.pressed = time.time()
+        rec.joined_at = self.pressed
+        urls: list[str] = []
+        for attempt in range(START_ATTEMPTS):
+            try:
+                urls = await press_play(self.ctx, rec.index)
+                break
+            except (aiohttp.ClientError, PlayerError, TimeoutError, OSError) as exc:
+                rec.errors[f"start: {type(exc).__name__}: {exc}"[:60]] += 1
+                # a player's retry: exponential backoff with full jitter
+                await asyncio.sleep(self.ctx.rng.uniform(0, START_BACKOFF_S * 2**attempt))
+        if not urls:
+            rec.state = "failed"
+            return
+        try:
+            await self._play(urls)
+        finally:
+            for link in self.links:
+                link.close()
+            if self.mpd is not None:
+                now = self.now()
+                self.buffer.finish(now, self.live_edge(now))
+            rec.stalls = list(self.buffer.stalls)
+
+    async def _play(self, urls: list[str]) -> None:
+        rec = self.rec
+        failures = 0
+        index = 0
+        while failures < RETRY_ROUNDS * len(urls):
+            url = urls[index % len(urls)]
+            rec.edge = urlsplit(url).netloc
+            try:
+                await self._session(url)
+                return
+            except (
+                OSError,
+                TimeoutError,
+                PlayerError,
+                aiohttp.ClientError,
+                httptools.HttpParserError,
+                ValueError,
+            ) as exc:
+                rec.errors[f"{type(exc).__name__}: {exc}"[:60]] += 1
+                for link in self.links:
+                    link.close()
+                failures += 1
+                index += 1
+                if self.buffer.playhead is not None or self.number >= 0:
+                    rec.failovers += 1
+        rec.state = "failed"
+
+    async def _session(self, url: str) -> None:
+        """Play from the edge behind ``url`` until cancelled (raises when the edge fails)."""
+        ctx, rec = self.ctx, self.rec
+        timeout = aiohttp.ClientTimeout(total=ctx.settings.segment_timeout_s)
+        async with ctx.http.get(url, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise PlayerError(f"MPD {resp.status}")
+            mpd = parse_manifest(await resp.text())
+        if self.mpd is None or mpd.video.media != self.mpd.video.media:
+            self.mpd = mpd
+            self.number = -1  # a new epoch: start again at the live point
+        if mpd.time_url and not self.offset_s:
+            t0 = time.time()
+            async with ctx.http.get(mpd.time_url, timeout=timeout) as resp:
+                server_ms = parse_http_date_ms(await resp.text())
+            t1 = time.time()
+            self.offset_s = server_ms / 1000 - (t0 + t1) / 2
+        split = urlsplit(url)
+        assert split.hostname is not None and split.port is not None
+        base = split.path.rsplit("/", 1)[0]  # /t/TOKEN/live/CHANNEL
+        tracks: list[tuple[str, Track]] = [("video", mpd.video)]
+        if ctx.settings.audio and mpd.audio is not None:
+            tracks.append(("audio", mpd.audio))
+        self.links = [EdgeLink(split.hostname, split.port) for _ in tracks]
+        audio_rung = mpd.audio.rungs[0][0] if mpd.audio is not None else ""
+        inits: dict[str, str] = {}  # track -> rung whose init was fetched on this edge
+        if self.number < 0:
+            live = self.live_edge(self.now())
+            self.number = max(0, math.floor((live - ctx.settings.live_delay_s) / mpd.segment_s))
+        while True:
+            now = self.now()
+            behind = math.floor(self.live_edge(now) / mpd.segment_s) - self.number
+            if behind > BEHIND_LIVE_SEGMENTS:  # fell off the live edge: seek to live
+                rec.errors["jumped to live"] += 1
+                self.number = math.floor(
+                    (self.live_edge(now) - ctx.settings.live_delay_s) / mpd.segment_s
+                )
+                self.buffer.finish(now, self.live_edge(now))  # an ongoing stall ends here
+                self.buffer.playhead = self.buffer.start_point = None
+                self.buffer.received_end = 0.0
+                self.track_end.clear()
+            wait = mpd.segment_available_s(self.number) - now
+            if wait > 0:
+                await asyncio.sleep(wait)  # a timer: the segment is not due yet
+            rung = choose_rung(
+                mpd.video.rungs,
+                self.estimate.bps,
+                self.buffer.level,
+                self.rung or None,
+                panic_buffer_s=PANIC_BUFFER_S,
+                max_rung=self.device.max_rung,
+            )
+            if self.rung and rung != self.rung:
+                rec.switches += 1
+            self.rung = rung
+            rungs = {"video": rung, "audio": audio_rung}
+            for (kind, track), link in zip(tracks, self.links, strict=True):
+                if inits.get(kind) != rungs[kind]:
+                    conn = await link.get(
+                        f"{base}/{track.init_path(rungs[kind])}",
+                        None,
+                        ctx.settings.segment_timeout_s,
+                    )
+                    if conn.status != 200:
+                        raise PlayerError(f"init {conn.status}")
+                    rec.bytes += conn.bytes
+                    inits[kind] = rungs[kind]
+            await self._segment(base, tracks, rungs)
+            self.number += 1
+
+    async def _segment(
+        self, base: str, tracks: list[tuple[str, Track]], rungs: dict[str, str]
+    ) -> None:
+        """Fetch segment ``self.number`` of every track at once, chunk by chunk."""
+        rec, mpd, number = self.rec, self.mpd, self.number
+        assert mpd is not None
+        sent = time.time()
+        fetches = []
+        for (kind, track), link in zip(tracks, self.links, strict=True):
+            path = track.media_path(rungs[kind], number)
+            rec.objects.add(path)
+            scanner = BoxScanner(self._on_chunk_of(kind, number, mpd))
+            fetches.append(link.get(f"{base}/{path}", scanner, self.ctx.settings.segment_timeout_s))
+        conns = await asyncio.gather(*fetches)
+        for conn in conns:
+            if conn.status != 200:
+                raise PlayerError(f"segment status {conn.status}")
+            rec.bytes += conn.bytes
+        rec.ttfb_ms.append((conns[0].first_byte - sent) * 1000)
+        rec.rungs[rungs["video"]] += 1
+        now = self.now()
+        latency = self.buffer.latency(self.live_edge(now))
+        if latency is not None:
+            rec.latency_s.append(latency)
+
+    def _on_chunk_of(self, kind: str, number: int, mpd: LiveManifest) -> ChunkCallback:
+        def on_chunk(ordinal: int, nbytes: int, burst_s: float, prft_ms: int) -> None:
+            now = self.now()
+            end = number * mpd.segment_s + min((ordinal + 1) * mpd.chunk_s, mpd.segment_s)
+            if end > self.track_end.get(kind, 0.0):
+                self.track_end[kind] = end
+            if kind == "video":
+                self.estimate.add(nbytes, burst_s)
+                if ordinal == 0 and prft_ms:
+                    self.rec.delivery_ms.append(now * 1000 - prft_ms)
+            playable = min(
+                self.track_end.get(k, 0.0)
+                for k in ("video", "audio")
+                if k == "video" or (self.ctx.settings.audio and mpd.audio)
+            )
+            buffer = self.buffer
+            was_started = buffer.playhead is not None
+            buffer.on_media(playable, now, self.live_edge(now))
+            if not was_started and buffer.playhead is not None and self.rec.startup_s is None:
+                self.rec.startup_s = time.time() - self.pressed
+            self.rec.state = (
+                "playing"
+                if buffer.playing
+                else ("stalled" if buffer.playhead is not None else "starting")
+            )
+
+        return on_chunk

@@ -1,0 +1,293 @@
+"""Spawns virtual players per the profile across one worker process per core.
+
+Every worker follows its share of the profile's viewer curve on its own (worker ``w``
+of ``W`` holds ``floor(v·(w+1)/W) - floor(v·w/W)`` of ``v`` viewers), so no message is
+needed to start or stop a player: a flash crowd is many players started in one tick, a
+mass exit is as many cancelled.  Workers send a one-line snapshot a second and, at the
+end, every viewer's record; the controller (:func:`run_profile`) applies the chaos
+schedule, samples the nodes' metrics and draws the progress bar meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import resource
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+
+from loadrig.chaos import ChaosRunner
+from loadrig.metrics import Collector
+from loadrig.player import Player, PlayerContext, PlayerRecord
+from loadrig.profile import Profile, device_for
+
+TICK_S = 0.1
+SNAPSHOT_S = 1.0
+SAMPLES_PER_PLAYER = 40  # latency/TTFB samples kept per viewer in the results
+
+
+def share(viewers: int, worker: int, workers: int) -> int:
+    """Worker ``worker``'s part of ``viewers`` (the parts add up exactly; pure)."""
+    return viewers * (worker + 1) // workers - viewers * worker // workers
+
+
+def _thin(values: list[float], keep: int) -> list[float]:
+    if len(values) <= keep:
+        return [round(v, 4) for v in values]
+    step = len(values) / keep
+    return [round(values[int(i * step)], 4) for i in range(keep)]
+
+
+def record_summary(rec: PlayerRecord, left_at: float, t0: float) -> dict[str, Any]:
+    buffer = rec.buffer
+    return {
+        "index": rec.index,
+        "device": rec.device,
+        "state": rec.state,
+        "joined_s": round(rec.joined_at - t0, 3),
+        "left_s": round(left_at - t0, 3),
+        "startup_s": rec.startup_s,
+        "stalls": [round(s, 3) for s in rec.stalls],
+        "latency_s": _thin(rec.latency_s, SAMPLES_PER_PLAYER),
+        "delivery_ms": _thin(rec.delivery_ms, SAMPLES_PER_PLAYER),
+        "ttfb_ms": _thin(rec.ttfb_ms, SAMPLES_PER_PLAYER),
+        "switches": rec.switches,
+        "failovers": rec.failovers,
+        "errors": dict(rec.errors),
+        "rungs": dict(rec.rungs),
+        "bytes": rec.bytes,
+        "edge": rec.edge,
+        "buffer_target_s": buffer.live_delay_s if buffer else 0.0,
+    }
+
+
+# -- worker side ---------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerSetup:
+    worker: int
+    workers: int
+    profile: Profile
+    gateway: str
+    tokens: list[str]
+    credentials: list[tuple[str, str]]
+    t0: float  # wall-clock start of the run, shared by every process
+
+
+async def worker_loop(setup: WorkerSetup, send: Callable[[tuple[Any, ...]], None]) -> None:
+    profile, t0 = setup.profile, setup.t0
+    rng = random.Random(setup.worker)
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        ctx = PlayerContext(
+            setup.gateway, profile.player, http, setup.tokens, setup.credentials, rng
+        )
+        active: dict[int, tuple[Player, asyncio.Task[None]]] = {}
+        done: list[dict[str, Any]] = []
+        objects: set[str] = set()
+        next_index = setup.worker
+        next_snapshot = 0.0
+
+        def retire(index: int) -> None:
+            player, task = active.pop(index)
+            if not task.done():
+                task.cancel()
+            done.append(record_summary(player.rec, time.time(), t0))
+            objects.update(player.rec.objects)
+
+        async def drain(tasks: list[asyncio.Task[None]]) -> None:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        while True:
+            t = time.time() - t0
+            if t > profile.duration_s:
+                break
+            for index in [i for i, (_p, task) in active.items() if task.done()]:
+                retire(index)  # failed viewers leave; the curve brings new ones
+            target = share(profile.viewers_at(t), setup.worker, setup.workers)
+            if len(active) < target:
+                for _ in range(target - len(active)):
+                    device = device_for(profile, next_index)
+                    rec = PlayerRecord(next_index, device.name)
+                    player = Player(ctx, rec, device)
+                    active[next_index] = (player, asyncio.create_task(player.run()))
+                    next_index += setup.workers
+            elif len(active) > target:
+                leaving = rng.sample(sorted(active), len(active) - target)
+                tasks = [active[i][1] for i in leaving]
+                for task in tasks:
+                    task.cancel()
+                await drain(tasks)
+                for index in leaving:
+                    retire(index)
+            if t >= next_snapshot:
+                states = Counter(p.observe() for p, _ in active.values())
+                send(
+                    (
+                        "tick",
+                        setup.worker,
+                        round(t, 2),
+                        len(active),
+                        dict(states),
+                        sum(len(d["stalls"]) for d in done),
+                    )
+                )
+                next_snapshot += SNAPSHOT_S
+            await asyncio.sleep(TICK_S)  # the curve's clock: one step per tick
+        tasks = [task for _p, task in active.values()]
+        for task in tasks:
+            task.cancel()
+        await drain(tasks)
+        for index in list(active):
+            retire(index)
+    send(("done", setup.worker, done, sorted(objects)))
+
+
+def worker_main(setup: WorkerSetup, conn: Connection) -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        import uvloop
+
+        uvloop.run(worker_loop(setup, conn.send))
+    except ImportError:  # the stock loop works, only slower
+        asyncio.run(worker_loop(setup, conn.send))
+    conn.close()
+
+
+# -- controller side -----------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    ticks: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    series: list[dict[str, Any]] = field(default_factory=list)  # per second, all workers
+    players: list[dict[str, Any]] = field(default_factory=list)
+    objects: set[str] = field(default_factory=set)
+    finished: int = 0
+
+
+def _receive(
+    conns: list[Connection],
+    loop: asyncio.AbstractEventLoop,
+    on_message: Callable[[tuple[Any, ...]], None],
+) -> threading.Thread:
+    """A thread that hands every worker message to the event loop."""
+
+    def pump() -> None:
+        from multiprocessing.connection import wait
+
+        open_conns = list(conns)
+        while open_conns:
+            for conn in wait(open_conns):
+                assert isinstance(conn, Connection)
+                try:
+                    message = conn.recv()
+                except EOFError:
+                    open_conns.remove(conn)
+                    continue
+                loop.call_soon_threadsafe(on_message, message)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+async def run_profile(
+    profile: Profile,
+    gateway: str,
+    tokens: list[str],
+    credentials: list[tuple[str, str]],
+    chaos: ChaosRunner,
+    collector_root: int,
+    workers: int = 0,
+    progress: Callable[[RunState, float, Collector], None] | None = None,
+) -> tuple[RunState, Collector, float]:
+    """Run ``profile``; the per-second series, every viewer's record and the node metrics."""
+    workers = workers or os.cpu_count() or 1
+    t0 = time.time() + 0.5  # every worker starts from the same instant
+    context = multiprocessing.get_context("fork")
+    procs, conns = [], []
+    for w in range(workers):
+        parent, child = context.Pipe(duplex=False)
+        setup = WorkerSetup(w, workers, profile, gateway, tokens, credentials, t0)
+        proc = context.Process(target=worker_main, args=(setup, child), daemon=True)
+        proc.start()
+        child.close()
+        procs.append(proc)
+        conns.append(parent)
+    state = RunState()
+    loop = asyncio.get_running_loop()
+    all_done = asyncio.Event()
+
+    def on_message(message: tuple[Any, ...]) -> None:
+        if message[0] == "tick":
+            _, worker, t, _active, _states, _stalls = message
+            state.ticks[worker] = message
+            if len(state.ticks) == workers or worker == workers - 1:
+                total: Counter[str] = Counter()
+                for tick in state.ticks.values():
+                    total.update(tick[4])
+                state.series.append(
+                    {
+                        "t": t,
+                        "target": profile.viewers_at(t),
+                        "viewers": sum(tick[3] for tick in state.ticks.values()),
+                        "playing": total["playing"],
+                        "stalled": total["stalled"],
+                        "starting": total["starting"],
+                    }
+                )
+        elif message[0] == "done":
+            state.players.extend(message[2])
+            state.objects.update(message[3])
+            state.finished += 1
+            if state.finished == workers:
+                all_done.set()
+
+    _receive(conns, loop, on_message)
+    collector = Collector(collector_root, t0)
+    collector.start()
+    stop_metrics = asyncio.Event()
+    metrics_task = asyncio.create_task(collector.run(stop_metrics))
+
+    async def chaos_at(event: Any) -> None:
+        await asyncio.sleep(max(0.0, t0 + event.at_s - time.time()))  # the event's moment
+        chaos.apply(event, time.time() - t0)
+        if event.duration_s and event.action in ("pause", "fault"):
+            await asyncio.sleep(event.duration_s)
+            chaos.undo(event, time.time() - t0)
+
+    chaos_tasks = [asyncio.create_task(chaos_at(e)) for e in profile.chaos]
+    try:
+        while not all_done.is_set():
+            if progress is not None:
+                progress(state, time.time() - t0, collector)
+            try:
+                await asyncio.wait_for(all_done.wait(), 1.0)
+            except TimeoutError:
+                if not any(p.is_alive() for p in procs) and not all_done.is_set():
+                    raise RuntimeError("every worker exited before finishing") from None
+    finally:
+        for task in chaos_tasks:
+            task.cancel()
+        stop_metrics.set()
+        await metrics_task
+        for proc in procs:
+            proc.join(timeout=10)
+        if progress is not None:
+            progress(state, time.time() - t0, collector)
+            sys.stdout.write("\n")
+    return state, collector, t0
