@@ -174,8 +174,9 @@ async def test_retries_stop_at_the_deadline(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetInstance(pb.GetInstanceRequest(name="instances/x"), timeout=0.3)
     took = time.monotonic() - began
-    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-    assert took < 0.3
+    # the last error, or the deadline itself if the last attempt ran into it
+    assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert took < 0.35
     assert 2 <= counter.calls[GET] <= 0.3 / 0.025 + 1  # retried, but only while time was left
 
 
