@@ -37,6 +37,7 @@ from live.mpd import iso_utc, render_mpd
 from live.state import ChannelStore, Epoch, Position, Representation
 from live.timing import live_edge_segment
 from livemesh import clock
+from livemesh.redis_server import shared_client
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +362,7 @@ def build_app(redis: aioredis.Redis, *, time_url: str | None = None) -> web.Appl
 
 async def serve(host: str, port: int, redis_url: str, time_url: str | None = None) -> None:
     """Run the origin until SIGINT or SIGTERM, then close listeners and Redis cleanly."""
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = shared_client(redis_url)
     runner = web.AppRunner(build_app(redis, time_url=time_url))
     await runner.setup()
     stop = asyncio.Event()

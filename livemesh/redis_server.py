@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+import redis.asyncio as aioredis
 
 
 def redis_server_binary() -> str:
@@ -110,3 +111,20 @@ class EmbeddedRedis:
 def configured_redis_url() -> str | None:
     """``REDIS_URL`` when the operator named a server, else None (use the embedded one)."""
     return os.environ.get("REDIS_URL") or None
+
+
+SHARED_POOL_CONNECTIONS = 256
+POOL_WAIT_S = 5.0
+
+
+def shared_client(url: str) -> aioredis.Redis:
+    """A client for a server process whose many concurrent requests share Redis.
+
+    A request waits (up to ``POOL_WAIT_S``) for a free connection instead of failing:
+    redis-py's default pool raises once 100 connections are busy, which a crowd of
+    viewers at one origin reaches at once (long blocking reads each hold one).
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=SHARED_POOL_CONNECTIONS, timeout=POOL_WAIT_S
+    )
+    return aioredis.Redis(connection_pool=pool)

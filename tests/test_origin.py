@@ -23,6 +23,7 @@ from live.origin import ORIGIN, Origin, SegmentState, build_app, segment_state
 from live.origin import main as origin_main
 from live.state import ChannelStore, Epoch, Position, Representation
 from livemesh import clock
+from livemesh.redis_server import SHARED_POOL_CONNECTIONS, shared_client
 
 # D = 0.5 s, C = 0.1 s: a stalled encoder is given up on after 2·D = 1 s.
 CONFIG = ChannelConfig("demo", segment_ms=500, chunk_ms=100, window_s=2)
@@ -581,3 +582,29 @@ def test_origin_command_needs_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as exited:
         origin_main([])
     assert exited.value.code == 2
+
+
+async def test_a_crowd_larger_than_the_redis_pool_is_served_not_refused(redis_url: str) -> None:
+    """More concurrent viewers than Redis connections: they queue for one, none gets 503."""
+    redis = shared_client(redis_url)
+    await redis.flushdb()
+    store = ChannelStore(redis, "crowd")
+    config = ChannelConfig("crowd")
+    epoch = Epoch("1000", clock.now_ms(), (Representation("v", "video", "avc1.64001f", 1, 15360),))
+    await store.put_config(config)
+    await store.start_epoch(epoch, {"v": b"init"}, window_s=60)
+    await store.publish_chunk(epoch, "v", 0, 0, b"only-chunk", True, 60)
+    app = build_app(redis)
+    connector = aiohttp.TCPConnector(limit=0)  # the client must not cap the crowd itself
+    async with TestServer(app) as server, aiohttp.ClientSession(connector=connector) as http:
+        crowd = SHARED_POOL_CONNECTIONS * 3
+        answers = await asyncio.gather(
+            *(http.get(server.make_url("/live/crowd/1000/v/0.m4s")) for _ in range(crowd))
+        )
+        statuses = [a.status for a in answers]
+        bodies = {await a.read() for a in answers}
+        for answer in answers:
+            answer.release()
+    await redis.aclose()
+    assert statuses == [200] * crowd
+    assert bodies == {b"only-chunk"}
