@@ -4,10 +4,10 @@ Time is always passed in (seconds on the player's clock), media positions are me
 seconds of the epoch (0 is the MPD's availabilityStartTime), so tests drive both by hand.
 
 **Buffer model.**  The player has received media up to ``received_end``.  Playback
-starts at the *start point* (the live point, ``live_delay`` behind the live edge when the
-first media arrives, where dash.js seeks to) once ``start_buffer`` of media past it has
-arrived (a late encoder makes startup longer and latency higher, as in dash.js), then advances at rate
-1, or at ``catchup_rate`` while more than ``tolerance`` behind the target latency.  When
+starts at the *start point* (the live point, ``live_delay`` behind the live edge when
+the first media arrives, where dash.js seeks to) once ``start_buffer`` of media past it
+has arrived (a late encoder makes startup longer and latency higher, as in dash.js),
+then advances at rate 1, or at ``catchup_rate`` while more than ``tolerance`` behind the target latency.  When
 the playhead reaches ``received_end`` the player stalls; it resumes once
 ``resume_buffer`` of media is buffered again.  Every stall's duration is recorded.
 

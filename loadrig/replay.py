@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 LINE = re.compile(
-    r"^(?:(?P<asctime>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?)?"
+    r"^(?:(?P<asctime>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) )?.*?"
     r'\[(?P<clf>[^\]]+)\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" '
     r"(?P<status>\d{3}) (?P<size>\d+|-)"
 )
