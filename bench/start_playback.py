@@ -8,6 +8,12 @@ signs up; then ``POST /v1/playback:start`` for the live channel ``demo`` runs
 baseline is a bare ``grpc.aio`` server's unary health Check at the same concurrency.
 Targets (DESIGN.md §7): >= 1,000 StartPlayback/s, p99 <= 25 ms on 2 cores.
 
+The machine may be shared, so wall figures move with the neighbours' load. Each phase
+also reads every process's own CPU time (``/proc/<pid>/stat``, user+system; the bench
+client from ``getrusage``) and reports CPU milliseconds per successful call per process,
+and ``cpu_bound_per_s``: the calls/s two whole cores would sustain at that cost (the
+server processes alone, and with the load-generating client on the same cores).
+
     python bench/start_playback.py [--quick] [--rate 500] [--concurrency 32]
 """
 
@@ -17,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -25,6 +32,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -60,9 +68,61 @@ def figures(latencies: list[float], errors: int, seconds: float) -> dict[str, An
             "p99_ms": round(pct(latencies, 0.99) * 1000, 2)}
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CORES = 2
+
+
+def cpu_s(pid: int) -> float:
+    """User+system CPU seconds of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU time of named processes over one phase (``"client"``: this process)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_s(pid) for name, pid in self.pids.items()}
+        now["client"] = own_cpu_s()
+        return now
+
+    def per_call_ms(self, calls: int) -> dict[str, Any]:
+        end = self._now()
+        per = {name: round((end[name] - self.start[name]) * 1000 / max(1, calls), 3)
+               for name in end}
+        servers = sum(v for k, v in per.items() if k != "client")
+        return {
+            "cpu_ms_per_call": per,
+            "cpu_ms_per_call_servers": round(servers, 3),
+            "cpu_bound_per_s": {
+                "servers": round(CORES * 1000 / servers) if servers else None,
+                "with_client": round(CORES * 1000 / (servers + per["client"])),
+            },
+        }
+
+
+async def redis_pid(url: str) -> int:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return int((await client.info("server"))["process_id"])
+    finally:
+        await client.aclose()
+
+
 class Stack:
     def __init__(self) -> None:
         self.procs: list[asyncio.subprocess.Process] = []
+        self.pids: dict[str, int] = {}
 
     async def launch(self, *args: str, env: dict[str, str]) -> str:
         cmd = [sys.executable, "-c", BARE_SERVER] if args[0] == "bare" else [
@@ -71,6 +131,7 @@ class Stack:
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             env={**os.environ, **env, "LIVEMESH_LOG_LEVEL": "WARNING"})
         self.procs.append(proc)
+        self.pids[args[0]] = proc.pid
         assert proc.stdout is not None
         async with asyncio.timeout(30):
             line = (await proc.stdout.readline()).decode().strip()
@@ -90,7 +151,9 @@ class Stack:
                 proc.kill()
 
 
-async def open_loop(call: Any, rate: float, seconds: float) -> dict[str, Any]:
+async def open_loop(call: Any, rate: float, seconds: float,
+                    pids: dict[str, int]) -> dict[str, Any]:
+    meter = CpuMeter(pids)
     latencies: list[float] = []
     errors = 0
 
@@ -115,10 +178,13 @@ async def open_loop(call: Any, rate: float, seconds: float) -> dict[str, Any]:
     await asyncio.gather(*tasks)
     result = figures(latencies, errors, seconds)
     result["offered_per_s"] = rate
+    result.update(meter.per_call_ms(len(latencies)))
     return result
 
 
-async def closed_loop(call: Any, concurrency: int, seconds: float) -> dict[str, Any]:
+async def closed_loop(call: Any, concurrency: int, seconds: float,
+                      pids: dict[str, int] | None = None) -> dict[str, Any]:
+    meter = CpuMeter(pids or {})
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + seconds
@@ -136,6 +202,8 @@ async def closed_loop(call: Any, concurrency: int, seconds: float) -> dict[str, 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result = figures(latencies, errors, seconds)
     result["concurrency"] = concurrency
+    if pids is not None:
+        result.update(meter.per_call_ms(len(latencies)))
     return result
 
 
@@ -150,6 +218,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             env["LIVEMESH_PLAYBACK_TARGET"] = await stack.launch("playback", env=env)
             gateway = await stack.launch("gateway", "--rate", "1e9", "--burst", "1e9", env=env)
             bare = await stack.launch("bare", env=env)
+            pids = {name: pid for name, pid in stack.pids.items() if name != "bare"}
+            pids["redis"] = await redis_pid(redis.url)
 
             async with grpc.aio.insecure_channel(env["LIVEMESH_REGISTRY_TARGET"]) as channel:
                 registry = rpb_grpc.RegistryServiceStub(channel)
@@ -181,8 +251,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             raise RuntimeError(resp.status)
 
                 await closed_loop(press_play, 8, 1.0)  # warm-up
-                fixed = await open_loop(press_play, args.rate, seconds)
-                saturated = await closed_loop(press_play, args.concurrency, seconds)
+                fixed = await open_loop(press_play, args.rate, seconds, pids)
+                saturated = await closed_loop(press_play, args.concurrency, seconds, pids)
                 saturated["error_reasons"] = dict(sorted(reasons.items())[:5])
 
             async with grpc.aio.insecure_channel(bare) as channel:
@@ -192,7 +262,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
 
                 await closed_loop(echo, 8, 1.0)
-                baseline = await closed_loop(echo, args.concurrency, seconds)
+                baseline = await closed_loop(echo, args.concurrency, seconds,
+                                             {"bare": stack.pids["bare"]})
         finally:
             await stack.stop()
     return {
@@ -201,6 +272,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "start_playback_saturation": saturated,
         "baseline_bare_grpc_unary": baseline,
         "ratio_throughput_vs_baseline": round(saturated["per_s"] / max(1, baseline["per_s"]), 3),
+        "ratio_cpu_per_call_vs_baseline": round(
+            saturated["cpu_ms_per_call_servers"] / baseline["cpu_ms_per_call_servers"], 2),
         "targets": {"per_s": 1000, "p99_ms": 25},
     }
 
