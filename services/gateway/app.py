@@ -38,7 +38,7 @@ from services.common.errors import (
     ServiceError,
     Unauthenticated,
 )
-from services.common.process import parser_for
+from services.common.process import parser_for, run
 from services.gateway.openapi import document
 from services.gateway.routes import ROUTES, STUBS, Route
 
@@ -331,5 +331,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cors-origin", default="*", help="allowed browser origin")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LIVEMESH_LOG_LEVEL", "INFO"))
-    asyncio.run(serve(args))
+    run(serve(args))
     return 0
