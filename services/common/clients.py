@@ -84,6 +84,7 @@ class ChannelFactory:
         self.service_config = service_config or {"loadBalancingConfig": [{"round_robin": {}}]}
         self.options = list(options)
         self._channels: dict[tuple[int, str], grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[int, str, Any], Any] = {}
 
     def channel(self, target: str) -> grpc.aio.Channel:
         """The channel to ``target`` (``host:port`` or any gRPC target) for this event loop."""
@@ -105,10 +106,16 @@ class ChannelFactory:
         )
 
     def stub(self, stub_class: Callable[[grpc.aio.Channel], StubT], target: str) -> StubT:
-        """A generated stub on the channel to ``target``."""
-        return stub_class(self.channel(target))
+        """A generated stub on the channel to ``target``, made once per loop and target (a
+        stub builds one multi-callable per method of its service: hot paths ask per call)."""
+        key = (id(asyncio.get_running_loop()), target, stub_class)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = self._stubs[key] = stub_class(self.channel(target))
+        return stub  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
+        self._stubs = {}
         for channel in channels:
             await channel.close()
