@@ -41,9 +41,17 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
+class Announcement:
+    """A URL to print once ``ready`` (by default the URL itself) answers 200."""
+
+    url: str
+    ready: str
+
+
+@dataclass(frozen=True)
 class Topology:
     processes: list[ProcessSpec]
-    announce: dict[str, str]
+    announce: dict[str, Announcement]
     env: dict[str, str]
 
 
@@ -80,7 +88,12 @@ def load_topology(path: Path, redis_url: str, free_ports: bool) -> Topology:
         )
         for p in raw["process"]
     ]
-    announce = {label: fill(url) for label, url in raw.get("announce", {}).items()}
+    announce = {
+        label: Announcement(fill(entry), fill(entry))
+        if isinstance(entry, str)
+        else Announcement(fill(entry["url"]), fill(entry["ready"]))
+        for label, entry in raw.get("announce", {}).items()
+    }
     env = {name: fill(value) for name, value in raw.get("env", {}).items()}
     return Topology(processes, announce, env)
 
@@ -151,9 +164,10 @@ def _supervise(stack: Stack, topology: Topology) -> int:
         stack.start(spec, topology.env)
         if spec.ready and not wait_ready(spec.ready, stack.stopping):
             return 0 if stack.stopping.is_set() else _fail(f"{spec.name} did not become ready")
-    for label, url in topology.announce.items():
-        if not wait_ready(url, stack.stopping):
-            return 0 if stack.stopping.is_set() else _fail(f"{url} did not answer")
+    for label, announced in topology.announce.items():
+        if not wait_ready(announced.ready, stack.stopping):
+            return 0 if stack.stopping.is_set() else _fail(f"{announced.ready} did not answer")
+        url = announced.url
         print(url if label == "mpd" else f"{label}: {url}", flush=True)
     while not stack.stopping.wait(0.5):  # children give no exit event to wait on together
         if dead := stack.first_dead():
