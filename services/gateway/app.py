@@ -30,6 +30,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import jsonmap
 from services.common.auth import TokenVerifier, identity_key_loader
 from services.common.clients import ChannelFactory
 from services.common.errors import (
@@ -181,7 +182,7 @@ class Gateway:
             message = await build_request(route, request, account)
             stub = self.factory.stub(STUBS[route.service], self.targets[route.service])
             reply = await getattr(stub, route.rpc)(message, metadata=tuple(metadata))
-            return web.json_response(json_format.MessageToDict(reply))
+            return web.json_response(jsonmap.to_dict(reply))
 
         return handle
 
@@ -239,7 +240,7 @@ async def build_request(route: Route, request: web.Request, account: str) -> Mes
             raise InvalidArgument("body", "must be a JSON object")
         target = getattr(message, route.body_field) if route.body_field else message
         try:
-            json_format.ParseDict(data, target)
+            jsonmap.parse_dict(data, target)
         except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
             raise InvalidArgument(_parse_error_field(str(exc)), str(exc)[:200]) from exc
     for var, (path, fmt) in route.path_fields.items():

@@ -18,6 +18,7 @@ an edge; the bare origin serves no tokenised paths). The session is recorded in 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -32,7 +33,7 @@ from livemesh.channels.v1 import channels_pb2, channels_pb2_grpc
 from livemesh.playback.v1 import playback_pb2 as pb
 from livemesh.playback.v1 import playback_pb2_grpc as pb_grpc
 from livemesh.registry.v1 import registry_pb2, registry_pb2_grpc
-from services.common import validate
+from services.common import jsonmap, validate
 from services.common.auth import Principal, TokenVerifier, authenticate, identity_key_loader
 from services.common.cache import ReadThroughCache
 from services.common.clients import ChannelFactory
@@ -165,7 +166,7 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
 
     async def _save(self, session: pb.PlaybackSession, ttl_s: int = SESSION_TTL_S) -> None:
         await self.redis.set(f"lm:pb:s:{session.name.split('/', 1)[1]}",
-                             json_format.MessageToJson(session, indent=None), ex=ttl_s)
+                             json.dumps(jsonmap.to_dict(session)), ex=ttl_s)
 
     async def _session(self, name: str, principal: Principal) -> pb.PlaybackSession:
         (session_id,) = validate.parse_name(name, "name", "playbackSessions")
