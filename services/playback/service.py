@@ -57,6 +57,7 @@ CACHE_TTL_S = 1.0
 LIVE_ENTITLEMENT = "live"
 EDGE_SERVICE = "edge"
 DEFAULT_ORIGIN_URL = os.environ.get("LIVEMESH_ORIGIN_URL", "http://127.0.0.1:8081")
+MAX_RANKINGS = 4096  # (region, content) rankings kept per edge snapshot
 PASS_THROUGH = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}
 
 
@@ -89,6 +90,10 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
         self._channels: ReadThroughCache[channels_pb2.Channel] = ReadThroughCache(cache_ttl_s)
         self._edge_cache: ReadThroughCache[list[registry_pb2.Instance]] = ReadThroughCache(
             cache_ttl_s)
+        # rankings of the current edge snapshot by (region, content): viewers of one region
+        # and channel share one sort until the registry's answer changes
+        self._ranked_of: list[registry_pb2.Instance] | None = None
+        self._ranked: dict[tuple[str, str], list[registry_pb2.Instance]] = {}
 
     # -- what is played ---------------------------------------------------------------
 
@@ -152,10 +157,19 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
         self._last_edges = list(reply.instances)
         return self._last_edges
 
+    def _ranking(self, edges: list[registry_pb2.Instance], region: str,
+                  content_key: str) -> list[registry_pb2.Instance]:
+        if edges is not self._ranked_of or len(self._ranked) >= MAX_RANKINGS:
+            self._ranked_of, self._ranked = edges, {}
+        ranked = self._ranked.get((region, content_key))
+        if ranked is None:
+            ranked = self._ranked[region, content_key] = rank_edges(edges, region, content_key)
+        return ranked
+
     async def _urls(self, token: str, manifest: str, content_key: str, region: str,
                     max_urls: int) -> list[pb.ManifestUrl]:
         path = tokens.tokenized(token, manifest)
-        ranked = rank_edges(await self._edges(), region, content_key)[:max_urls]
+        ranked = self._ranking(await self._edges(), region, content_key)[:max_urls]
         urls = [pb.ManifestUrl(url=f"{e.address.rstrip('/')}{path}", instance=e.name,
                                region=e.region, rank=i + 1) for i, e in enumerate(ranked)]
         if not urls:
