@@ -7,9 +7,9 @@ seconds of the epoch (0 is the MPD's availabilityStartTime), so tests drive both
 starts at the *start point* (the live point, ``live_delay`` behind the live edge when
 the first media arrives, where dash.js seeks to) once ``start_buffer`` of media past it
 has arrived (a late encoder makes startup longer and latency higher, as in dash.js),
-then advances at rate 1, or at ``catchup_rate`` while more than ``tolerance`` behind the target latency.  When
-the playhead reaches ``received_end`` the player stalls; it resumes once
-``resume_buffer`` of media is buffered again.  Every stall's duration is recorded.
+then advances at rate 1, or at ``catchup_rate`` while more than ``tolerance`` behind
+the target latency.  When the playhead reaches ``received_end`` the player stalls; it
+resumes once ``resume_buffer`` of media is buffered again.  Every stall's duration is recorded.
 
 **Rung choice.**  Low-latency chunked delivery makes a segment's download time equal to
 its production time, so throughput is measured per chunk *burst* (bytes of a chunk over

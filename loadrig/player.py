@@ -40,6 +40,7 @@ BEHIND_LIVE_SEGMENTS = 3  # further behind than this: jump back to the live poin
 RETRY_ROUNDS = 3  # times every edge URL is tried before the player gives up
 START_ATTEMPTS = 4  # presses of play before a viewer gives up
 START_BACKOFF_S = 0.5
+TOO_EARLY_RETRIES = 5  # a segment not there yet: asked again this often, then next edge
 
 
 # (ordinal in the segment, bytes of the chunk, seconds from its first to last byte, prft ms)
@@ -48,6 +49,10 @@ ChunkCallback = Callable[[int, int, float, int], None]
 
 class PlayerError(Exception):
     """An edge answered in a way a player cannot play (the message says how)."""
+
+
+class TooEarly(PlayerError):
+    """A segment the edge does not have yet (404, or 503 after holding the request)."""
 
 
 # -- records --------------------------------------------------------------------------
@@ -345,12 +350,13 @@ class Player:
         assert self.mpd is not None
         return now - self.mpd.ast_s
 
-    async def run(self) -> None:
+    async def run(self, given: list[str] | None = None) -> None:
+        """Press play (or use the ``given`` manifest URLs) and watch until cancelled."""
         rec = self.rec
         self.pressed = time.time()
         rec.joined_at = self.pressed
-        urls: list[str] = []
-        for attempt in range(START_ATTEMPTS):
+        urls: list[str] = list(given or [])
+        for attempt in range(0 if urls else START_ATTEMPTS):
             try:
                 urls = await press_play(self.ctx, rec.index)
                 break
@@ -427,6 +433,7 @@ class Player:
         if self.number < 0:
             live = self.live_edge(self.now())
             self.number = max(0, math.floor((live - ctx.settings.live_delay_s) / mpd.segment_s))
+        early = 0
         while True:
             now = self.now()
             behind = math.floor(self.live_edge(now) / mpd.segment_s) - self.number
@@ -465,7 +472,16 @@ class Player:
                         raise PlayerError(f"init {conn.status}")
                     rec.bytes += conn.bytes
                     inits[kind] = rungs[kind]
-            await self._segment(base, tracks, rungs)
+            try:
+                await self._segment(base, tracks, rungs)
+            except TooEarly as exc:  # dash.js asks again a chunk later, on the same edge
+                rec.errors[f"{type(exc).__name__}: {exc}"] += 1
+                early += 1
+                if early > TOO_EARLY_RETRIES:
+                    raise
+                await asyncio.sleep(mpd.chunk_s)
+                continue
+            early = 0
             self.number += 1
 
     async def _segment(
@@ -483,6 +499,8 @@ class Player:
             fetches.append(link.get(f"{base}/{path}", scanner, self.ctx.settings.segment_timeout_s))
         conns = await asyncio.gather(*fetches)
         for conn in conns:
+            if conn.status in (404, 503):
+                raise TooEarly(f"segment status {conn.status}")
             if conn.status != 200:
                 raise PlayerError(f"segment status {conn.status}")
             rec.bytes += conn.bytes

@@ -49,11 +49,11 @@ class RigStack:
             self.stack.children.append((spec.name, proc))
             if spec.ready and not wait_ready(spec.ready, stop):
                 raise RuntimeError(f"{spec.name} did not become ready (see {self.log_dir})")
-        for label, announce in topology.announce.items():
-            # the live MPD answering means the channel is on air; the rest are base URLs
-            if label == "mpd" and not wait_ready(announce, stop):
-                raise RuntimeError(f"{announce} did not answer")
-            self.announced[label] = announce
+        for label, announced in topology.announce.items():
+            # an Announcement: the URL to print and the one that answers once it is usable
+            if not wait_ready(announced.ready, stop):
+                raise RuntimeError(f"{announced.ready} did not answer")
+            self.announced[label] = announced.url
         return self
 
     @property

@@ -184,7 +184,7 @@ def test_box_scanner_reports_chunks_with_their_prft_across_any_split() -> None:
     body = _box(b"styp", b"cmfs") + chunk + chunk
     for step in (1, 7, 64, len(body)):
         seen: list[tuple[int, int, int]] = []
-        scanner = BoxScanner(lambda i, n, _s, prft: seen.append((i, n, prft)))
+        scanner = BoxScanner(lambda i, n, _s, prft, seen=seen: seen.append((i, n, prft)))
         for at in range(0, len(body), step):
             scanner.feed(body[at : at + step], float(at))
         assert seen == [(0, len(chunk), 1_795_626_208_592), (1, len(chunk), 1_795_626_208_592)]

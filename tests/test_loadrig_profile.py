@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from loadrig.profile import (
@@ -130,7 +132,7 @@ def test_every_ready_profile_loads_and_fight_night_has_its_shape() -> None:
         load_profile(name)
     fight = load_profile("fight-night")
     points = fight.breakpoints()
-    surge = [(t1 - t0, v1 / v0) for (t0, v0), (t1, v1) in zip(points, points[1:]) if v1 > v0]
+    surge = [(t1 - t0, v1 / v0) for (t0, v0), (t1, v1) in pairwise(points) if v1 > v0]
     assert any(span <= 60 and growth >= 10 for span, growth in surge)  # 10x within a minute
     exits = [p for p in fight.phases if p.kind == "exit"]
     assert exits and exits[0].fraction >= 0.5

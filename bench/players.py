@@ -1,0 +1,193 @@
+"""Benchmark: virtual LL-DASH players sustained per core (the load rig's own cost).
+
+Starts its own Redis (embedded), origin, live channel, one shield and one edge (tokens on)
+as separate processes, then in this process (uvloop):
+
+1. **Load rig players** (``loadrig.player.Player``): N players join within 2 s at the live
+   edge of ``--rep`` (video only), each reading its segments chunk by chunk with the
+   buffer model, the rung choice and the per-chunk ``prft`` reading; after a settling
+   period, the CPU this process spends over ``--seconds`` is measured.
+2. **Baseline**: a plain ``aiohttp`` fetch loop doing the same requests (each viewer asks
+   for the next segment when its first chunk is due and reads the body as it arrives,
+   counting bytes), same N, same window.
+
+Figures: CPU per player (share of one core), players per core (= 1 / that), the share of
+players that played through the window with no stall (rig) or no error (baseline), and
+the ratio rig/baseline.  Target (DESIGN.md §7): >= 5,000 players per core.  The edge and
+the encoder share the machine: per-core figures count only this process's CPU.
+
+Run: ``python bench/players.py [--players 1000] [--seconds 10] [--rep v360]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import resource
+import time
+
+import aiohttp
+from _harness import Procs, loadavg, print_result, raise_fd_limit, ratio, wait_live
+
+from livemesh.redis_server import EmbeddedRedis
+from livemesh.tokens import TokenSigner
+from loadrig.manifest import parse_manifest
+from loadrig.player import Player, PlayerContext, PlayerRecord
+from loadrig.profile import Device, PlayerSettings
+
+CHANNEL = "players"
+TARGET_PER_CORE = 5000
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure_window(settle_s: float, seconds: float) -> tuple[float, float]:
+    """CPU seconds and wall seconds of this process over the window after ``settle_s``."""
+    await asyncio.sleep(settle_s)  # the crowd joins and reaches steady state
+    c0, t0 = cpu_s(), time.perf_counter()
+    await asyncio.sleep(seconds)  # the measured window
+    return cpu_s() - c0, time.perf_counter() - t0
+
+
+async def rig_players(
+    url: str, count: int, rep: str, settle_s: float, seconds: float
+) -> dict[str, float]:
+    settings = PlayerSettings(live_delay_s=1.0, audio=False, segment_timeout_s=6.0)
+    device = Device("bench", 1.0, max_rung=rep)
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        ctx = PlayerContext("", settings, http, ["-"], [("-", "-")])
+        players = [Player(ctx, PlayerRecord(i, "bench"), device) for i in range(count)]
+
+        async def one(i: int, player: Player) -> None:
+            await asyncio.sleep(2.0 * i / count)  # join within 2 s
+            await player.run([url])
+
+        tasks = [asyncio.create_task(one(i, p)) for i, p in enumerate(players)]
+        stalls0: list[int] = []
+
+        async def mark() -> None:
+            await asyncio.sleep(settle_s)
+            stalls0.extend(len(p.buffer.stalls) + (p.buffer.stall_since is not None)
+                           for p in players)  # fmt: skip
+
+        marker = asyncio.create_task(mark())
+        cpu, wall = await measure_window(settle_s, seconds)
+        await marker
+        clean = sum(
+            p.observe() == "playing" and len(p.buffer.stalls) + (p.buffer.stall_since is not None)
+            == s0 for p, s0 in zip(players, stalls0, strict=True)
+        )  # fmt: skip
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {"cpu_s": cpu, "wall_s": wall, "clean": clean,
+            "errors": sum(sum(p.rec.errors.values()) for p in players)}  # fmt: skip
+
+
+async def baseline_players(
+    url: str, count: int, rep: str, settle_s: float, seconds: float
+) -> dict[str, float]:
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    failures = [0]
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.get(url) as resp:
+            mpd = parse_manifest(await resp.text())
+        base = url.rsplit("/", 1)[0]
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(2.0 * i / count)
+            n = math.floor((time.time() - mpd.ast_s - 1.0) / mpd.segment_s)
+            async with http.get(f"{base}/{mpd.video.init_path(rep)}") as resp:
+                await resp.read()
+            while True:
+                wait = mpd.segment_available_s(n) - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the segment is not due yet
+                try:
+                    async with http.get(f"{base}/{mpd.video.media_path(rep, n)}") as resp:
+                        size = 0
+                        async for data in resp.content.iter_any():
+                            size += len(data)
+                        if resp.status != 200:
+                            failures[0] += 1
+                except aiohttp.ClientError:
+                    failures[0] += 1
+                n += 1
+
+        tasks = [asyncio.create_task(one(i)) for i in range(count)]
+        await asyncio.sleep(settle_s)
+        f0 = failures[0]
+        cpu, wall = await measure_window(0.0, seconds)
+        errors = failures[0] - f0
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {"cpu_s": cpu, "wall_s": wall, "clean": count if not errors else 0,
+            "errors": errors}  # fmt: skip
+
+
+def per_core(figures: dict[str, float], count: int) -> tuple[float, float]:
+    """(CPU per player as a share of one core, players per core)."""
+    share = figures["cpu_s"] / figures["wall_s"] / count
+    return share, (1 / share if share else math.inf)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--players", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
+    parser.add_argument("--settle", type=float, default=8.0, help="seconds before the window")
+    parser.add_argument("--rep", default="v360")
+    args = parser.parse_args()
+    raise_fd_limit(args.players * 2 + 1024)
+    print(f"load average at start: {loadavg()}", flush=True)
+    import uvloop
+
+    random.seed(1)
+    with EmbeddedRedis() as redis, Procs() as procs:
+        origin = procs.origin(redis.url)
+        procs.channel(CHANNEL, redis.url)
+        shield = procs.edge("shield-1", "shield", [origin], tokens=False)
+        edge = procs.edge("edge-1", "edge", [shield], [origin])
+        uvloop.run(wait_live(redis.url, CHANNEL, args.rep))
+        token = TokenSigner.from_env().sign(f"/live/{CHANNEL}/", "bench-players", 3600)
+        url = f"{edge}/t/{token}/live/{CHANNEL}/manifest.mpd"
+        rig = uvloop.run(rig_players(url, args.players, args.rep, args.settle, args.seconds))
+        base = uvloop.run(baseline_players(url, args.players, args.rep, args.settle, args.seconds))
+        procs.check_alive()
+    print(f"load average at end: {loadavg()}")
+    rig_share, rig_per_core = per_core(rig, args.players)
+    base_share, base_per_core = per_core(base, args.players)
+    for name, figures, share, cores in (
+        ("load rig players", rig, rig_share, rig_per_core),
+        ("aiohttp fetch loop", base, base_share, base_per_core),
+    ):
+        print(f"  {name:19}: {args.players} players, CPU {figures['cpu_s']:.2f} s over "
+              f"{figures['wall_s']:.1f} s = {share * 100:.4f} % of a core each -> "
+              f"{cores:,.0f} players per core; clean {figures['clean']}/{args.players}, "
+              f"errors {figures['errors']}")  # fmt: skip
+    print_result({
+        "players": args.players,
+        "rep": args.rep,
+        "window_s": args.seconds,
+        "rig_cpu_per_player_core_share": round(rig_share, 7),
+        "rig_players_per_core": round(rig_per_core),
+        "rig_clean_players": rig["clean"],
+        "rig_errors": rig["errors"],
+        "baseline_cpu_per_player_core_share": round(base_share, 7),
+        "baseline_players_per_core": round(base_per_core),
+        "baseline_errors": base["errors"],
+        "players_per_core_ratio": ratio(rig_per_core, base_per_core),
+        "target_players_per_core": TARGET_PER_CORE,
+        "meets_target": rig_per_core >= TARGET_PER_CORE,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
