@@ -137,18 +137,19 @@ async def wait_threading_event(event: object, timeout_s: float) -> bool:
 PUBLISH_SIZE = (640, 360)
 PUBLISH_FPS = 30
 CODE_BITS = 32  # the send time in ms, modulo 2**32, as a row of black/white blocks
-CODE_HEIGHT = 40  # rows of the code strip at the top of the picture
+CODE_STRIP = 9  # the code strip is the top 1/9 of the picture
 
 
-def coded_picture(send_ms: int, width: int = PUBLISH_SIZE[0]) -> np.ndarray:
+def coded_picture(send_ms: int, size: tuple[int, int] = PUBLISH_SIZE) -> np.ndarray:
     """The magenta broadcast picture (rgb24) with ``send_ms`` as a bar code along its top."""
-    picture = np.empty((PUBLISH_SIZE[1], width, 3), np.uint8)
+    width, height = size
+    picture = np.empty((height, width, 3), np.uint8)
     picture[:] = BROADCAST_RGB
     block = width // CODE_BITS
     code = send_ms % 2**CODE_BITS
     for bit in range(CODE_BITS):
         on = (code >> (CODE_BITS - 1 - bit)) & 1
-        picture[:CODE_HEIGHT, bit * block : (bit + 1) * block] = 255 if on else 0
+        picture[: height // CODE_STRIP, bit * block : (bit + 1) * block] = 255 if on else 0
     return picture
 
 
@@ -156,7 +157,7 @@ def read_code(frame: av.VideoFrame, now_ms: int) -> int | None:
     """The send time (ms, wall clock) burnt into ``frame`` at any rung's size, or ``None``."""
     luma = frame.to_ndarray(format="gray")
     h, w = luma.shape
-    row = CODE_HEIGHT * h // PUBLISH_SIZE[1] // 2
+    row = h // CODE_STRIP // 2
     block = w / CODE_BITS
     levels = [int(luma[row, int((bit + 0.5) * block)]) for bit in range(CODE_BITS)]
     if any(40 < level < 215 for level in levels):
@@ -225,23 +226,26 @@ class Publisher:
                 process.send_signal(sig)
 
 
-async def start_whip_publisher(url: str, key: str, cert: tuple[Path, Path]) -> Publisher:
+async def start_whip_publisher(
+    url: str, key: str, cert: tuple[Path, Path], size: tuple[int, int] = PUBLISH_SIZE
+) -> Publisher:
     """FFmpeg's whip muxer (PyAV's FFmpeg 8.1) in its own process: coded picture and a tone."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.ingest_helpers", "whip", url, key, str(cert[0]), str(cert[1]),
-        cwd=REPO, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "tests.ingest_helpers", "whip", f"{size[0]}x{size[1]}",
+        url, key, str(cert[0]), str(cert[1]), cwd=REPO, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     return Publisher([process])
 
 
-async def start_rtmp_publisher(url: str) -> Publisher:
+async def start_rtmp_publisher(url: str, size: tuple[int, int] = PUBLISH_SIZE) -> Publisher:
     """Debian's ``ffmpeg`` CLI publishing FLV over RTMP; the coded pictures come on a pipe."""
     read_end, write_end = os.pipe()
     try:
         pictures = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.ingest_helpers", "raw", cwd=REPO, stdout=write_end
-        )
-        width, height = PUBLISH_SIZE
+            sys.executable, "-m", "tests.ingest_helpers", "raw", f"{size[0]}x{size[1]}",
+            cwd=REPO, stdout=write_end,
+        )  # fmt: skip
+        width, height = size
         ffmpeg = await asyncio.create_subprocess_exec(
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
@@ -257,7 +261,7 @@ async def start_rtmp_publisher(url: str) -> Publisher:
     return Publisher([pictures, ffmpeg])
 
 
-def _paced_pictures(stop: list[bool]) -> Iterator[tuple[int, np.ndarray]]:
+def _paced_pictures(stop: list[bool], size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
     """(frame index, coded picture) at the publishing rate, in real time, until ``stop``."""
     start = time.monotonic()
     index = 0
@@ -266,21 +270,21 @@ def _paced_pictures(stop: list[bool]) -> Iterator[tuple[int, np.ndarray]]:
         pause = due - time.monotonic()
         if pause > 0:
             time.sleep(pause)  # pacing a real-time source, not synchronisation
-        yield index, coded_picture(time.time_ns() // 1_000_000)
+        yield index, coded_picture(time.time_ns() // 1_000_000, size)
         index += 1
 
 
-def _run_raw() -> None:
+def _run_raw(size: tuple[int, int]) -> None:
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     out = sys.stdout.buffer
     with contextlib.suppress(BrokenPipeError):
-        for _, picture in _paced_pictures(stop):
+        for _, picture in _paced_pictures(stop, size):
             out.write(picture.tobytes())
             out.flush()
 
 
-def _run_whip(url: str, key: str, cert_file: str, key_file: str) -> None:
+def _run_whip(size: tuple[int, int], url: str, key: str, cert_file: str, key_file: str) -> None:
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     options = {
@@ -291,7 +295,7 @@ def _run_whip(url: str, key: str, cert_file: str, key_file: str) -> None:
     }
     with av.open(url, "w", format="whip", options=options) as container:
         video = container.add_stream("libx264", rate=PUBLISH_FPS)
-        video.width, video.height = PUBLISH_SIZE
+        video.width, video.height = size
         video.pix_fmt = "yuv420p"
         # the whip muxer takes H.264 baseline without B-frames, and Opus
         video.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline",
@@ -299,7 +303,7 @@ def _run_whip(url: str, key: str, cert_file: str, key_file: str) -> None:
         audio = container.add_stream("libopus", rate=48_000)
         audio.layout, audio.bit_rate = "stereo", 64_000
         samples = 0
-        for index, picture in _paced_pictures(stop):
+        for index, picture in _paced_pictures(stop, size):
             frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
             frame.pts = index
             container.mux(video.encode(frame))
@@ -357,7 +361,12 @@ def _decode(data: bytes) -> list[av.VideoFrame]:
 
 
 async def chunk_latencies(
-    http: aiohttp.ClientSession, base: str, store: ChannelStore, rep: str, segments: int
+    http: aiohttp.ClientSession,
+    base: str,
+    store: ChannelStore,
+    rep: str,
+    segments: int,
+    coded: bool = True,
 ) -> list[int]:
     """Ingest-to-origin latency of each chunk of the next ``segments`` live segments.
 
@@ -365,10 +374,13 @@ async def chunk_latencies(
     When a chunk is complete its arrival is noted with the number of pictures
     so far; once the segment is whole it is decoded (off the event loop), and
     the bar code of each chunk's last picture names when the publisher sent it:
-    latency = arrival of the chunk here - that send time.
+    latency = arrival of the chunk here - that send time.  ``coded=False`` (a
+    synthetic source, no bar code): the last picture's capture time on the
+    channel's own timeline (AST + its media time) stands in for the send time.
     """
     epoch = await store.current_epoch()
-    assert epoch is not None
+    config = await store.get_config()
+    assert epoch is not None and config is not None
     prefix = f"{base}/live/{store.channel}/{epoch.id}/{rep}"
     async with http.get(f"{prefix}/init.mp4") as response:
         assert response.status == 200
@@ -390,9 +402,15 @@ async def chunk_latencies(
                     arrived, counted_to = clock.now_ms(), whole
                     pictures = await asyncio.to_thread(_packets, init + data[:whole])
                     arrivals.append((arrived, pictures))
-        frames = await asyncio.to_thread(_decode, init + data)
+        frames = await asyncio.to_thread(_decode, init + data) if coded else []
         for arrived, pictures in arrivals:
-            sent = read_code(frames[pictures - 1], arrived) if 0 < pictures <= len(frames) else None
+            if not coded:
+                captured = (number * config.segment_ms * config.frame_rate // 1000) + pictures - 1
+                sent: int | None = epoch.start_ms + captured * 1000 // config.frame_rate
+            elif 0 < pictures <= len(frames):
+                sent = read_code(frames[pictures - 1], arrived)
+            else:
+                sent = None
             if sent is not None:
                 latencies.append(arrived - sent)
     return latencies
@@ -412,7 +430,8 @@ async def ffprobe_frame_counts(mpd_url: str, seconds: int = 6) -> dict[int, int]
 
 
 if __name__ == "__main__":
+    width, _, height = sys.argv[2].partition("x")
     if sys.argv[1] == "raw":
-        _run_raw()
+        _run_raw((int(width), int(height)))
     else:
-        _run_whip(*sys.argv[2:6])
+        _run_whip((int(width), int(height)), *sys.argv[3:7])

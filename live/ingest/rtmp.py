@@ -49,6 +49,7 @@ HANDSHAKE_BYTES = 1 + 1536 + 1536  # C0, C1, C2
 PUBLISH_TIMEOUT_S = 10.0  # connect to publish, at most
 LISTENER_START_S = 3.0  # FFmpeg's private listener must be up by then
 READ_TIMEOUT_S = 5.0  # a publisher silent this long is gone
+NO_MEDIA_S = 5.0  # an accepted publisher whose bytes decode to nothing this long is ended
 MESSAGE_HEADER_BYTES = (11, 7, 3, 0)
 MAX_COMMAND_BYTES = 64 * 1024
 PRIVATE_PORTS = range(21000, 29000)  # FFmpeg's private listeners; below 32768 (ephemeral)
@@ -282,12 +283,14 @@ class RtmpPublisher:
     async def run(self) -> None:
         self.thread.start()
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        watchdog = asyncio.create_task(self._watchdog())
         try:
             upstream = await self._connect_listener()
             await self._relay(*upstream)
         except (RtmpRefused, ConnectionError, TimeoutError) as exc:
             log.info("rtmp: publisher from %s refused or gone: %s", self._peer(), exc)
         finally:
+            watchdog.cancel()
             self._admitted_done()
             self.stopping.set()
             for w in (self.client_writer, upstream[1] if upstream else None):
@@ -394,6 +397,20 @@ class RtmpPublisher:
     def _evicted(self) -> None:
         self.stopping.set()
         self.client_writer.transport.abort()
+
+    async def _watchdog(self) -> None:
+        """End a publisher whose bytes stop decoding (garbage, a stalled encoder)."""
+        while not self.stopping.is_set():
+            await asyncio.sleep(1.0)  # a periodic check: there is no event for "nothing"
+            feed = self.feed
+            if feed is None or feed.detached:
+                continue
+            last = feed.last_arrival_ms or feed.attached_ms
+            if clock.now_ms() - last > NO_MEDIA_S * 1000:
+                log.info("rtmp: channel %s publisher sent no media: ended", self.channel)
+                PUBLISHERS.labels("no_media").inc()
+                self._evicted()
+                return
 
     def _decode(self) -> None:
         """FFmpeg's listener: demux and decode, hand frames to the feed (a worker thread)."""
