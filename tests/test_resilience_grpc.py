@@ -277,6 +277,24 @@ async def test_breaker_opens_probes_and_closes(
     assert counter.calls[LIST] == 7
 
 
+async def test_shed_calls_do_not_open_the_breaker(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    """An overloaded server sheds; its clients must not then cut it off entirely."""
+    faults = FaultInjector([FaultRule(LIST, error="RESOURCE_EXHAUSTED", error_rate=1.0)])
+    leaf = await start(Counter(), faults)
+    config = ResilienceConfig(max_attempts=1, breaker={"window": 10, "min_calls": 5})
+    factory = clients(config)
+    stub = factory.stub(pb_grpc.RegistryServiceStub, leaf.target)
+    for _ in range(10):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ListInstances(pb.ListInstancesRequest())
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert dependency(factory, leaf.target).breaker.state is State.CLOSED
+    faults.clear()  # the overload passes: calls go through at once
+    await stub.ListInstances(pb.ListInstancesRequest())
+
+
 async def test_fallback_answers_while_the_dependency_is_down(
     start: Start, clients: Callable[..., ChannelFactory],
 ) -> None:

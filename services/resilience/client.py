@@ -37,12 +37,14 @@ from services.resilience.policy import POLICIES, MethodPolicy, PolicyTable
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-# what counts against a dependency's health (not the caller's own mistakes)
+# what counts against a dependency's health (not the caller's own mistakes).  A shed call
+# (RESOURCE_EXHAUSTED) is not: the server is healthy and protecting itself, and counting
+# it would open the breaker and turn a brief overload into a total outage.
 FAILURES = frozenset({
     grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DATA_LOSS,
+    grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS,
 })
-FALLBACK_ON = FAILURES
+FALLBACK_ON = FAILURES | {grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 def local_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
