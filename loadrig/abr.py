@@ -32,6 +32,7 @@ class BufferModel:
     resume_buffer_s: float = 0.2
     catchup_rate: float = 1.04
     tolerance_s: float = 0.1
+    catchup_min_buffer_s: float = 0.5
     received_end: float = 0.0
     playhead: float | None = None  # None until playback starts
     start_point: float | None = None  # where playback will start (set by the first media)
@@ -68,7 +69,9 @@ class BufferModel:
         """Play from the last update to ``now`` (stalling if the buffer runs out)."""
         if self.playhead is not None and self.playing and now > self._last:
             behind = live_edge - self.playhead - self.live_delay_s
-            rate = self.catchup_rate if behind > self.tolerance_s else 1.0
+            # dash.js catches up only with buffer to spare (liveCatchup.playbackBufferMin)
+            spare = self.received_end - self.playhead > self.catchup_min_buffer_s
+            rate = self.catchup_rate if behind > self.tolerance_s and spare else 1.0
             ahead = self.received_end - self.playhead
             elapsed = now - self._last
             if elapsed * rate <= ahead:

@@ -38,7 +38,7 @@ from loadrig.profile import Device, PlayerSettings
 PANIC_BUFFER_S = 0.1
 BEHIND_LIVE_SEGMENTS = 3  # further behind than this: jump back to the live point
 RETRY_ROUNDS = 3  # times every edge URL is tried before the player gives up
-START_ATTEMPTS = 4  # presses of play before a viewer gives up
+START_ATTEMPTS = 6  # presses of play before a viewer gives up
 START_BACKOFF_S = 0.5
 TOO_EARLY_RETRIES = 5  # a segment not there yet: asked again this often, then next edge
 
@@ -79,6 +79,8 @@ class PlayerRecord:
     edge: str = ""
     buffer: BufferModel | None = None
     objects: set[str] = field(default_factory=set)  # media paths fetched (sans token)
+    failover_gaps: list[float] = field(default_factory=list)  # edge failed -> next chunk, s
+    failover_stalls: list[float] = field(default_factory=list)  # stall so far at that chunk
 
 
 # -- segment connections ------------------------------------------------------------------
@@ -333,6 +335,7 @@ class Player:
         self.rung = ""
         self.number = -1
         self.links: list[EdgeLink] = []
+        self.failed_at: float | None = None  # when the last edge failed, until new media
 
     def now(self) -> float:
         return time.time() + self.offset_s
@@ -402,6 +405,8 @@ class Player:
                 index += 1
                 if self.buffer.playhead is not None or self.number >= 0:
                     rec.failovers += 1
+                    if self.failed_at is None:
+                        self.failed_at = time.time()
         rec.state = "failed"
 
     async def _session(self, url: str) -> None:
@@ -527,6 +532,12 @@ class Player:
                 if k == "video" or (self.ctx.settings.audio and mpd.audio)
             )
             buffer = self.buffer
+            if self.failed_at is not None:  # the first media from the next edge
+                buffer.advance(now, self.live_edge(now))
+                self.rec.failover_gaps.append(time.time() - self.failed_at)
+                since = buffer.stall_since
+                self.rec.failover_stalls.append(0.0 if since is None else now - since)
+                self.failed_at = None
             was_started = buffer.playhead is not None
             buffer.on_media(playable, now, self.live_edge(now))
             if not was_started and buffer.playhead is not None and self.rec.startup_s is None:

@@ -200,7 +200,10 @@ def terminal_summary(results: dict[str, Any]) -> str:
         f"stalls       {stalls['count']} in {stalls['players_with_stalls']} players, total "
         f"{stalls['total_s']} s, longest {stalls['longest_s']} s, longer than the buffer: "
         f"{stalls['longer_than_buffer']}",
-        f"failovers    {fo['total']} by {fo['players']} players ({fo['then_played']} played on)",
+        f"failovers    {fo['total']} by {fo['players']} players ({fo['then_played']} played on);"
+        f" gap to the next edge's first chunk p50 {fo['gap_s']['p50']} s max "
+        f"{fo['gap_s']['max']} s; stalled at it max {fo['stall_s']['max']} s, longer than "
+        f"the buffer: {fo['stalls_longer_than_buffer']}",
         f"rung switches {s['switches']}; segments per rung {s['rung_segments']}",
         f"origin requests per object: max {opo['max']}, mean {opo['mean']} over "
         f"{opo['objects']} objects ({opo['histogram']})",

@@ -75,6 +75,13 @@ def summarise(
             "players": len(failed_over),
             "total": sum(p["failovers"] for p in players),
             "then_played": sum(p["state"] != "failed" for p in failed_over),
+            # from the failure to the first chunk from the next edge
+            "gap_s": spread([g for p in players for g in p.get("failover_gaps", [])]),
+            # how long the player had been stalled when that chunk came (0: none)
+            "stall_s": spread([g for p in players for g in p.get("failover_stalls", [])]),
+            "stalls_longer_than_buffer": sum(
+                any(g > p["buffer_target_s"] for g in p.get("failover_stalls", [])) for p in players
+            ),
         },
         "switches": sum(p["switches"] for p in players),
         "rung_segments": dict(rungs),

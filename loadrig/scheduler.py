@@ -63,6 +63,8 @@ def record_summary(rec: PlayerRecord, left_at: float, t0: float) -> dict[str, An
         "ttfb_ms": _thin(rec.ttfb_ms, SAMPLES_PER_PLAYER),
         "switches": rec.switches,
         "failovers": rec.failovers,
+        "failover_gaps": [round(g, 3) for g in rec.failover_gaps],
+        "failover_stalls": [round(g, 3) for g in rec.failover_stalls],
         "errors": dict(rec.errors),
         "rungs": dict(rec.rungs),
         "bytes": rec.bytes,
@@ -236,7 +238,7 @@ async def run_profile(
         if message[0] == "tick":
             _, worker, t, _active, _states, _stalls = message
             state.ticks[worker] = message
-            if len(state.ticks) == workers or worker == workers - 1:
+            if worker == 0:  # one row a second, with every worker's latest snapshot
                 total: Counter[str] = Counter()
                 for tick in state.ticks.values():
                     total.update(tick[4])

@@ -244,12 +244,22 @@ def test_summary_counts_failovers_and_stalls_longer_than_the_buffer() -> None:
     players = [
         _player(),
         _player(failovers=1, stalls=[0.3], errors={"ConnectionResetError": 1}),
-        _player(failovers=2, stalls=[0.9], state="failed", startup_s=None),
+        _player(
+            failovers=2,
+            stalls=[0.9],
+            state="failed",
+            startup_s=None,
+            failover_gaps=[0.2, 0.7],
+            failover_stalls=[0.0, 0.65],
+        ),
     ]
     series = [{"t": 0.0, "viewers": 3}, {"t": 10.0, "viewers": 3}]
     s = summarise(players, series, {"e/v360/1": 1, "e/v360/2": 1}, {})  # type: ignore[arg-type]
     assert s["started"] == 2 and s["failed"] == 1
-    assert s["failovers"] == {"players": 2, "total": 3, "then_played": 1}
+    fo = s["failovers"]
+    assert (fo["players"], fo["total"], fo["then_played"]) == (2, 3, 1)
+    assert fo["gap_s"]["max"] == 0.7 and fo["stall_s"]["max"] == 0.65
+    assert fo["stalls_longer_than_buffer"] == 1  # 0.65 s > the 0.6 s buffer
     assert s["stalls"]["longer_than_buffer"] == 1 and s["stalls"]["longest_s"] == 0.9
     assert s["origin_per_object"]["max"] == 1 and s["viewer_seconds"] == 30.0
     assert s["errors"] == {"ConnectionResetError": 1}

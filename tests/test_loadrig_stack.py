@@ -40,8 +40,12 @@ def test_smoke_profile_players_fail_over_and_the_origin_sees_each_object_once(
     # the viewers on edge-1 moved to the next edge they were given and played on...
     assert s["failovers"]["players"] > 0, detail
     assert s["failovers"]["then_played"] == s["failovers"]["players"], detail
-    # ...with no stall longer than their buffer (the live delay behind the edge)
-    assert s["stalls"]["longer_than_buffer"] == 0, detail
+    # ...with no stall longer than their buffer (the live delay behind the edge): the next
+    # edge's first chunk came within the buffer, and nobody had stalled longer by then
+    buffer = results["players"][0]["buffer_target_s"]
+    assert s["failovers"]["gap_s"]["max"] < buffer, detail
+    assert s["failovers"]["stall_s"]["max"] < buffer, detail
+    assert s["failovers"]["stalls_longer_than_buffer"] == 0, detail
     assert s["latency_s"]["p50"] < 3.0, detail
 
     # one origin request per object (one shield), whatever the crowd and the failover
