@@ -48,7 +48,7 @@ async def create_accounts(gateway: str, count: int) -> tuple[list[str], list[tup
                     answer = await resp.json(content_type=None)
                 if resp.status == 200:
                     return str(answer["accessToken"])
-                if resp.status not in (429, 503):
+                if resp.status not in (429, 503, 504):  # overloaded, or out of time: again
                     break
                 await asyncio.sleep(0.2 * 2**attempt)  # the limiter said: come back later
             raise SystemExit(f"loadtest: sign-up failed: {resp.status} {answer}")

@@ -336,6 +336,8 @@ class Player:
         self.number = -1
         self.links: list[EdgeLink] = []
         self.failed_at: float | None = None  # when the last edge failed, until new media
+        self.inits: dict[str, str] = {}  # track -> rung whose init segment was read
+        self.stale_mpd = False  # an epoch change was seen: read the MPD again
 
     def now(self) -> float:
         return time.time() + self.offset_s
@@ -413,13 +415,18 @@ class Player:
         """Play from the edge behind ``url`` until cancelled (raises when the edge fails)."""
         ctx, rec = self.ctx, self.rec
         timeout = aiohttp.ClientTimeout(total=ctx.settings.segment_timeout_s)
-        async with ctx.http.get(url, timeout=timeout) as resp:
-            if resp.status != 200:
-                raise PlayerError(f"MPD {resp.status}")
-            mpd = parse_manifest(await resp.text())
-        if self.mpd is None or mpd.video.media != self.mpd.video.media:
-            self.mpd = mpd
-            self.number = -1  # a new epoch: start again at the live point
+        if self.mpd is None or self.stale_mpd:
+            async with ctx.http.get(url, timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise PlayerError(f"MPD {resp.status}")
+                mpd = parse_manifest(await resp.text())
+            if self.mpd is None or mpd.video.media != self.mpd.video.media:
+                self.number = -1  # a new epoch: start again at the live point
+                self.inits.clear()
+            self.mpd, self.stale_mpd = mpd, False
+        # on failover the MPD and the init segments already read stay valid (URLs are
+        # immutable): the next edge is only a new base URL, as DASH's BaseURL failover is
+        mpd = self.mpd
         if mpd.time_url and not self.offset_s:
             t0 = time.time()
             async with ctx.http.get(mpd.time_url, timeout=timeout) as resp:
@@ -434,7 +441,7 @@ class Player:
             tracks.append(("audio", mpd.audio))
         self.links = [EdgeLink(split.hostname, split.port) for _ in tracks]
         audio_rung = mpd.audio.rungs[0][0] if mpd.audio is not None else ""
-        inits: dict[str, str] = {}  # track -> rung whose init was fetched on this edge
+        inits = self.inits
         if self.number < 0:
             live = self.live_edge(self.now())
             self.number = max(0, math.floor((live - ctx.settings.live_delay_s) / mpd.segment_s))
@@ -504,6 +511,8 @@ class Player:
             fetches.append(link.get(f"{base}/{path}", scanner, self.ctx.settings.segment_timeout_s))
         conns = await asyncio.gather(*fetches)
         for conn in conns:
+            if conn.status == 410:  # behind the window: a new epoch, most likely
+                self.stale_mpd = True
             if conn.status in (404, 503):
                 raise TooEarly(f"segment status {conn.status}")
             if conn.status != 200:
