@@ -45,6 +45,10 @@ class Fill:
         "expires",
         "head",
         "headers",
+        "held",
+        "hit_age",
+        "hit_date",
+        "hit_head",
         "key",
         "length",
         "policy",
@@ -66,10 +70,15 @@ class Fill:
         self.stale_until = 0.0
         self.head = False
         self.wire_head = b""  # the node's pre-rendered response head for this object
+        # the whole head of a keep-alive hit, valid while the Date line and the Age stay
+        self.hit_head = b""
+        self.hit_date = b""
+        self.hit_age = -1
         self.chunks: list[bytes] = []
         self.size = 0
         self.done = False
         self.error: str | None = None
+        self.held = False  # failed because the parents' hold ran out (the encoder is late)
         self.subscribers: list[Subscriber] = []
         self._on_grow: Callable[[Fill, int], None] | None = None
 
@@ -111,8 +120,9 @@ class Fill:
         for sub in subs:
             sub.on_end(self)
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, held: bool = False) -> None:
         self.error = reason
+        self.held = held
         self.done = True
         subs, self.subscribers = self.subscribers, []
         for sub in subs:

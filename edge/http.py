@@ -59,36 +59,30 @@ class Limits:
 
 
 class Request:
-    __slots__ = (
-        "authorization",
-        "body",
-        "host",
-        "http11",
-        "keep_alive",
-        "method",
-        "origin",
-        "range",
-        "target",
-    )
+    """One parsed request.  Defaults live on the class: a request only stores what it has
+    (most carry a method, a target and a Host, nothing else), so making one is cheap."""
 
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
-        self.host: bytes | None = None
-        self.range: bytes | None = None
-        self.origin: bytes | None = None
-        self.authorization: bytes | None = None
-        self.body: bytearray | None = None
-        self.keep_alive = True
-        self.http11 = True
+    method = b""
+    target = b""
+    host: bytes | None = None
+    range: bytes | None = None
+    origin: bytes | None = None
+    authorization: bytes | None = None
+    hold: bytes | None = None  # Livemesh-Hold: how long a child node waits for our head
+    body: bytearray | None = None
+    keep_alive = True
+    http11 = True
 
 
+# the headers a handler may read, by their common spellings; any other spelling of a name
+# of one of these lengths is looked up again lower-cased
 _WANTED = {
-    b"host": "host",
-    b"range": "range",
-    b"origin": "origin",
-    b"authorization": "authorization",
+    spelling: name
+    for name in ("host", "range", "origin", "authorization")
+    for spelling in (name.encode(), name.title().encode(), name.upper().encode())
 }
+_WANTED.update({b"livemesh-hold": "hold", b"Livemesh-Hold": "hold"})
+_WANTED_LENGTHS = frozenset(len(name) for name in _WANTED)
 
 
 class Handler(Protocol):
@@ -115,13 +109,14 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.refuse = 0  # a status to answer the current request with instead of handling it
         self.raw_head = 0  # bytes received while a request head is incomplete
+        self.paused = False  # reading paused while pipelined requests wait
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
         self.transport = cast(asyncio.Transport, transport)
-        self.deadline = self.server.now() + self.limits.head_timeout_s
+        self.deadline = self.server.coarse_now + self.limits.head_timeout_s
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -155,21 +150,27 @@ class Connection(asyncio.Protocol):
         self.head_bytes = 0
         self.refuse = 0
         if not self.busy:
-            self.deadline = self.server.now() + self.limits.head_timeout_s
+            self.deadline = self.server.coarse_now + self.limits.head_timeout_s
 
     def on_url(self, url: bytes) -> None:
-        assert self.req is not None
-        if len(self.req.target) + len(url) > self.limits.max_target_bytes:
+        req = self.req
+        assert req is not None
+        target = req.target
+        if len(target) + len(url) > self.limits.max_target_bytes:
             self.refuse = self.refuse or 414
             return
-        self.req.target += url
+        req.target = target + url if target else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.limits.max_head_bytes:
             self.refuse = self.refuse or 431
             return
-        attr = _WANTED.get(name.lower())
+        attr = _WANTED.get(name)
+        if attr is None:
+            if len(name) not in _WANTED_LENGTHS:
+                return
+            attr = _WANTED.get(name.lower())
         if attr is not None and self.req is not None:
             setattr(self.req, attr, value)
 
@@ -178,10 +179,13 @@ class Connection(asyncio.Protocol):
         assert req is not None
         self.in_head = False
         self.head_bytes = self.raw_head = 0
-        req.method = self.parser.get_method()
-        req.keep_alive = self.parser.should_keep_alive()
-        req.http11 = self.parser.get_http_version() == "1.1"
-        if req.method == b"POST":
+        parser = self.parser
+        req.method = method = parser.get_method()
+        if not parser.should_keep_alive():
+            req.keep_alive = False
+        if parser.get_http_version() != "1.1":
+            req.http11 = False
+        if method == b"POST":
             req.body = bytearray()
 
     def on_body(self, body: bytes) -> None:
@@ -205,7 +209,8 @@ class Connection(asyncio.Protocol):
             return
         if self.busy:
             self.pending.append(req)
-            if self.transport is not None:
+            if self.transport is not None and not self.paused:
+                self.paused = True
                 self.transport.pause_reading()
             if len(self.pending) > self.limits.max_pipelined:
                 self.close()
@@ -249,12 +254,14 @@ class Connection(asyncio.Protocol):
         if not self.keep_alive or self.closed:
             self.close()
             return
-        self.deadline = self.server.now() + self.limits.idle_timeout_s
+        self.deadline = self.server.coarse_now + self.limits.idle_timeout_s
         if self.pending:
             self._dispatch(self.pending.popleft())
             return
-        if self.transport is not None:
-            self.transport.resume_reading()
+        if self.paused:
+            self.paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
 
     def simple(
         self,
@@ -315,6 +322,11 @@ class HttpServer:
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._tick = min(1.0, self.limits.head_timeout_s / 4, self.limits.idle_timeout_s / 4)
+        # the loop's clock at the next sweep: what connection deadlines are counted from (a
+        # deadline is only ever checked by the sweeper, so reading the clock per request buys
+        # no precision)
+        self.coarse_now = 0.0
         self._update_date()
 
     def now(self) -> float:
@@ -322,6 +334,7 @@ class HttpServer:
 
     def _update_date(self) -> None:
         self.date_header = f"Date: {email.utils.formatdate(usegmt=True)}\r\n".encode()
+        self.coarse_now = self._loop.time() + self._tick
 
     async def start(self, host: str, port: int) -> int:
         self._server = await self._loop.create_server(
@@ -334,9 +347,8 @@ class HttpServer:
 
     async def _sweep(self) -> None:
         """Once per tick: refresh the Date header, close connections past their deadline."""
-        tick = min(1.0, self.limits.head_timeout_s / 4, self.limits.idle_timeout_s / 4)
         while True:
-            await asyncio.sleep(tick)
+            await asyncio.sleep(self._tick)
             self._update_date()
             now = self.now()
             for conn in list(self.connections):

@@ -25,7 +25,7 @@ from edge.membership import Load, Membership, MembershipConfig, hot_channels
 from edge.metrics import Counters, render
 from edge.policy import CachePolicy, decide
 from edge.store import Store
-from edge.upstream import Upstream, UpstreamConfig
+from edge.upstream import HOLD_EXPIRED, HOLD_HEADER, Upstream, UpstreamConfig
 from livemesh import clock
 from livemesh.tokens import TokenError, TokenSigner, path_is_clean, split_token
 
@@ -38,6 +38,12 @@ PREPOSITION_CONCURRENCY = 8
 # A hit whose head and body together are this small is sent as one buffer: one copy, and
 # the transport's direct-write path instead of its buffered writelines (bench/edge_cached.py).
 SMALL_WRITE_BYTES = 16 << 10
+# Accepted request targets remembered with their verdict (cache key, and until when their
+# token holds): a repeated target skips the path checks and the token's HMAC.
+ROUTE_CACHE_ENTRIES = 4096
+ROUTE_TARGET_MAX = 1024
+HIT = b"X-Cache: HIT\r\n"
+INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,9 @@ class NodeConfig:
     negative_ttl_max_s: float = 0.2  # one chunk duration
     mpd_stale_s: float = 2.0  # stale-while-revalidate for manifests the parent sent without one
     connect_timeout_s: float = 1.0
-    head_timeout_s: float = 5.0
+    head_timeout_s: float = 5.0  # for a request no parent holds
+    hold_s: float = 4.0  # longest the origin holds the next segment (2·D)
+    hold_margin_s: float = 1.0  # what each tier adds to the wait for a held request
     stall_timeout_s: float = 3.0
     drain_timeout_s: float = 30.0
     registry: str | None = None  # host:port of the registry service; None: not registered
@@ -157,7 +165,19 @@ class _Responder:
         if self.started:
             self.conn.abort()  # the client must see a truncated body, never a short one
         else:
-            self.conn.simple(502, b"upstream unavailable\n")
+            failed(self.conn, fill)
+
+
+HELD_EXPIRED_EXTRA = f"{HOLD_HEADER}: {HOLD_EXPIRED}\r\nCache-Control: no-store\r\n".encode()
+
+
+def failed(conn: Connection, fill: Fill) -> None:
+    """Answer a request whose fill failed before its head: the encoder is late (503, marked
+    so a child node passes it on instead of failing over), or no parent could serve it."""
+    if fill.held:
+        conn.simple(503, b"segment not produced in time\n", extra=HELD_EXPIRED_EXTRA)
+    else:
+        conn.simple(502, b"upstream unavailable\n")
 
 
 class EdgeNode:
@@ -176,6 +196,8 @@ class EdgeNode:
                 connect_timeout_s=config.connect_timeout_s,
                 head_timeout_s=config.head_timeout_s,
                 stall_timeout_s=config.stall_timeout_s,
+                hold_s=config.hold_s,
+                hold_margin_s=config.hold_margin_s,
             ),
             self._decide,
             self.loop.time,
@@ -187,6 +209,7 @@ class EdgeNode:
         self.port = 0
         self.membership: Membership | None = None
         self._frame_of: bytes | None = None  # the piece last framed for chunked transfer
+        self._routes: dict[bytes, tuple[str, float | None]] = {}
         self._frame = b""
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -263,6 +286,20 @@ class EdgeNode:
             conn.simple(421, b"unknown host\n")
             return
         target = req.target
+        method = req.method
+        if method == b"GET" or method == b"HEAD":
+            route = self._routes.get(target)
+            if route is not None:
+                key, until = route
+                if until is None or clock.now_s() < until:
+                    self.serve(conn, req, key)
+                    return
+                del self._routes[target]  # its token has expired: checked again in full
+        self._check(conn, req, target, method)
+
+    def _check(self, conn: Connection, req: Request, target: bytes, method: bytes) -> None:
+        """Every check of a target not remembered: path, method, token; then serve it."""
+        counters = self.counters
         query = target.find(b"?")
         raw_path = target if query < 0 else target[:query]
         try:
@@ -271,7 +308,6 @@ class EdgeNode:
             counters.bad_requests += 1
             conn.simple(400, b"bad path\n")
             return
-        method = req.method
         if method == b"OPTIONS":
             conn.simple(
                 204,
@@ -290,24 +326,41 @@ class EdgeNode:
         if method != b"GET" and method != b"HEAD":
             conn.simple(405, extra=b"Allow: GET, HEAD, OPTIONS\r\n")
             return
+        until: float | None = None
         if token is not None or self.config.tokens_required:
             try:
-                self.signer.verify(token or "", path)
+                claims = self.signer.verify(token or "", path)
             except TokenError as exc:
                 counters.token_rejections += 1
                 conn.simple(403, f"token: {exc.reason}\n".encode())
                 return
+            until = float(claims.expires_s)  # verify() refuses it from this instant on
+        self._remember(target, path, until)
         self.serve(conn, req, path)
 
+    def _remember(self, target: bytes, key: str, until: float | None) -> None:
+        """Remember an accepted target's verdict; the oldest goes when the table is full."""
+        if len(target) > ROUTE_TARGET_MAX:
+            return
+        routes = self._routes
+        if len(routes) >= ROUTE_CACHE_ENTRIES:
+            del routes[next(iter(routes))]
+        routes[target] = (key, until)
+
     def serve(self, conn: Connection, req: Request, key: str) -> None:
-        now = self.loop.time()
         fill = self.store.get(key)
         if fill is not None:
-            if now < fill.expires:
+            expires = fill.expires
+            if expires == INF:  # immutable: fresh whatever the time
                 self.counters.hits += 1
-                self._answer(conn, req, fill, now, b"X-Cache: HIT\r\n")
+                self._answer(conn, req, fill, 0.0, HIT)
                 return
-            if fill.complete and now < fill.stale_until:
+            now = self.loop.time()
+            if now < expires:
+                self.counters.hits += 1
+                self._answer(conn, req, fill, now, HIT)
+                return
+            if fill.done and fill.error is None and now < fill.stale_until:
                 self.counters.stale_hits += 1
                 if key not in self.inflight:
                     self._start_fill(key)
@@ -316,16 +369,27 @@ class EdgeNode:
         fill = self.inflight.get(key)
         if fill is None:
             self.counters.misses += 1
-            fill = self._start_fill(key)
+            fill = self._start_fill(key, self._asker_wait(req))
         else:
             self.counters.collapsed += 1
-        self._answer(conn, req, fill, now, b"X-Cache: MISS\r\n")
+        self._answer(conn, req, fill, self.loop.time(), b"X-Cache: MISS\r\n")
 
-    def _start_fill(self, key: str) -> Fill:
+    def _asker_wait(self, req: Request) -> float | None:
+        """How long our parents may hold this request: a margin inside the wait of the child
+        node asking (its ``Livemesh-Hold``), else a viewer's."""
+        if req.hold is None:
+            return None
+        try:
+            asker = float(req.hold)
+        except ValueError:
+            return None
+        return self.upstream.config.nested_wait_s(asker)  # NaN, inf, < 0: clamped there
+
+    def _start_fill(self, key: str, wait_s: float | None = None) -> Fill:
         fill = Fill(key, self.loop.time())
         fill.subscribe(self._keeper)
         self.inflight[key] = fill
-        task = self.loop.create_task(self.upstream.run(fill, key))
+        task = self.loop.create_task(self.upstream.run(fill, key, wait_s))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill
@@ -345,11 +409,14 @@ class EdgeNode:
         return fill.wire_head
 
     def _answer(self, conn: Connection, req: Request, fill: Fill, now: float, tag: bytes) -> None:
-        if not fill.complete:
+        if not fill.done or fill.error is not None:
             if fill.done:
-                conn.simple(502, b"upstream unavailable\n")
+                failed(conn, fill)
                 return
             _Responder(self, conn, req).attach(fill)
+            return
+        if tag is HIT and req.range is None and conn.keep_alive:
+            self._send(conn, req, self._hit_head(conn, fill, now), fill.chunks, fill.size)
             return
         size = fill.size
         status = fill.status
@@ -367,20 +434,55 @@ class EdgeNode:
                 body = ranges.slices(fill.chunks, first, last)
                 extra = b"Content-Range: bytes %d-%d/%d\r\n" % (first, last, size)
                 size = last - first + 1
-        age = b"" if fill.policy.immutable else b"Age: %d\r\n" % int(now - fill.born)
-        head = b"".join(
+        age = -1 if fill.policy.immutable else int(now - fill.born)
+        date = conn.server.date_header
+        head = self._head(fill, status, size, extra, age, tag, date, conn.connection_header())
+        self._send(conn, req, head, body, size)
+
+    def _head(
+        self,
+        fill: Fill,
+        status: int,
+        size: int,
+        extra: bytes,
+        age: int,
+        tag: bytes,
+        date: bytes,
+        connection: bytes,
+    ) -> bytes:
+        return b"".join(
             (
                 status_line(status) if status != 200 else b"HTTP/1.1 200 OK\r\n",
                 self.object_headers(fill),
                 b"Content-Length: %d\r\n" % size,
                 extra,
-                age,
+                b"" if age < 0 else b"Age: %d\r\n" % age,
                 tag,
-                conn.server.date_header,
-                conn.connection_header(),
+                date,
+                connection,
                 b"\r\n",
             )
         )
+
+    def _hit_head(self, conn: Connection, fill: Fill, now: float) -> bytes:
+        """The head of a whole fresh object on a keep-alive connection: built once per second
+        (the Date line; the Age of a mutable object) and shared by every hit in between."""
+        date = conn.server.date_header
+        age = -1 if fill.policy.immutable else int(now - fill.born)
+        if fill.hit_date is not date or fill.hit_age != age:
+            fill.hit_head = self._head(fill, fill.status, fill.size, b"", age, HIT, date, b"")
+            fill.hit_date = date
+            fill.hit_age = age
+        return fill.hit_head
+
+    def _send(
+        self,
+        conn: Connection,
+        req: Request,
+        head: bytes,
+        body: list[bytes] | list[memoryview],
+        size: int,
+    ) -> None:
         if req.method == b"HEAD":
             conn.write(head)
         else:
@@ -431,6 +533,7 @@ class EdgeNode:
             "fetches": stats.fetches,
             "errors": stats.errors,
             "failovers": stats.failovers,
+            "holds_expired": stats.holds_expired,
             "resumed": stats.resumed,
             "bytes": stats.bytes_in,
         }
@@ -594,7 +697,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--head-timeout",
         type=float,
         default=5.0,
-        help="wait this long for a parent's response head (more than one segment)",
+        help="wait this long for a parent's response head to a request no parent holds "
+        "(a live segment may be held: --hold plus 2 x --hold-margin)",
+    )
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=4.0,
+        help="longest the origin holds a request for the next segment (2 segment durations)",
+    )
+    p.add_argument(
+        "--hold-margin",
+        type=float,
+        default=1.0,
+        help="what each tier adds to the wait for a held segment's head",
     )
     p.add_argument("--stall-timeout", type=float, default=3.0)
     p.add_argument("--drain-timeout", type=float, default=30.0)
@@ -627,6 +743,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         negative_ttl_max_s=args.negative_ttl,
         mpd_stale_s=args.mpd_stale,
         head_timeout_s=args.head_timeout,
+        hold_s=args.hold,
+        hold_margin_s=args.hold_margin,
         stall_timeout_s=args.stall_timeout,
         drain_timeout_s=args.drain_timeout,
         limits=Limits(head_timeout_s=args.client_head_timeout),

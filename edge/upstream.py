@@ -2,9 +2,21 @@
 
 Parents are tried in rendezvous order for the object's key, then the ordered
 fallbacks.  A parent that refuses, errs (5xx), times out before its head, or stalls
-mid-body is left for the next one.  When bytes have already been passed on, the next
-parent is asked for the rest (``Range: bytes=N-``); if it answers 200 instead of
-206, the first N bytes are skipped (URLs are immutable: the bytes are the same).
+mid-body is left for the next one.
+
+A live segment may be *held* at every tier until its first chunk exists (the origin
+holds the next segment up to 2·D, then answers 503).  Such a request waits for its head
+longer than others, nested per tier: a node asked by a viewer waits ``hold_s + 2 *
+hold_margin_s`` and tells its parent so (``Livemesh-Hold: seconds``); the parent waits one
+margin less for its own parent, never less than ``hold_s + hold_margin_s / 2``, so the
+tier nearer the origin always gives up first.  A hold that ran out (the origin's "not
+produced in time", or a node's 503 marked ``Livemesh-Hold: expired``) is the encoder
+being late, not the parent failing: every other parent would hold just as long, so it
+is passed on as such (503, marked) instead of failing over.
+
+When bytes have already been passed on, the next parent is asked for the rest
+(``Range: bytes=N-``); if it answers 200 instead of 206, the first N bytes are skipped
+(URLs are immutable: the bytes are the same).
 """
 
 from __future__ import annotations
@@ -29,11 +41,28 @@ class ParentFailed(Exception):
     """This parent cannot (or can no longer) serve the object."""
 
 
+class HoldExpired(Exception):
+    """The parent held the request as long as it holds one and the object still is not
+    there: the encoder is late, and every other parent would say the same."""
+
+
+HOLD_HEADER = "Livemesh-Hold"
+HOLD_EXPIRED = "expired"
+# the reason the origin gives when its hold for the next segment ran out (live/origin.py)
+ORIGIN_HOLD_EXPIRED = b"segment not produced in time"
+
+
+def holdable(path: str) -> bool:
+    """Whether a parent may hold a request for ``path`` (a live segment) until it exists."""
+    return path.startswith("/live/") and path.endswith(".m4s")
+
+
 @dataclass
 class UpstreamStats:
     fetches: int = 0  # attempts sent to a parent
     errors: int = 0
     failovers: int = 0  # attempts after a failed one for the same object
+    holds_expired: int = 0  # held requests the parent ended with "not produced in time"
     resumed: int = 0  # attempts that continued a body already started
     bytes_in: int = 0
     per_parent: dict[str, int] = field(default_factory=dict)
@@ -44,8 +73,24 @@ class UpstreamConfig:
     parents: tuple[str, ...]
     fallbacks: tuple[str, ...] = ()
     connect_timeout_s: float = 1.0
-    head_timeout_s: float = 5.0  # longer than a held next-segment request (one D)
+    head_timeout_s: float = 5.0  # for a request no parent holds
     stall_timeout_s: float = 3.0  # silence mid-body that counts as a dead parent
+    hold_s: float = 4.0  # longest the origin holds the next segment (2·D)
+    hold_margin_s: float = 1.0  # what each tier adds to the wait for a held request
+
+    @property
+    def hold_wait_s(self) -> float:
+        """How long a node asked by a viewer waits for a held request's head."""
+        return self.hold_s + 2 * self.hold_margin_s
+
+    def nested_wait_s(self, asker_wait_s: float | None) -> float:
+        """How long to wait for a held head when the asker waits ``asker_wait_s`` (a child
+        node's ``Livemesh-Hold``): a margin less, within [hold + margin / 2, own wait]."""
+        own = self.hold_wait_s
+        if asker_wait_s is None:
+            return own
+        floor = self.hold_s + self.hold_margin_s / 2
+        return max(floor, min(own, asker_wait_s - self.hold_margin_s))
 
 
 class Upstream:
@@ -75,14 +120,23 @@ class Upstream:
         seen = rendezvous.order(self.parents, key)
         return seen + [p for p in self.fallbacks if p not in seen]
 
-    async def run(self, fill: Fill, path: str) -> None:
-        """Fill ``fill`` from the first parent that can; fail it when none can."""
+    async def run(self, fill: Fill, path: str, wait_s: float | None = None) -> None:
+        """Fill ``fill`` from the first parent that can; fail it when none can.
+
+        ``wait_s``: how long to wait for a held request's head (default: a viewer's)."""
         last = "no parent configured"
+        if wait_s is None:
+            wait_s = self.config.hold_wait_s
         for attempt, parent in enumerate(self.candidates(path)):
             if attempt:
                 self.stats.failovers += 1
             try:
-                await self._attempt(parent, fill, path)
+                await self._attempt(parent, fill, path, wait_s)
+                return
+            except HoldExpired:
+                self.stats.holds_expired += 1
+                log.info("held request for %s ran out at %s: the encoder is late", path, parent)
+                fill.fail("not produced in time", held=True)
                 return
             except ParentFailed as exc:
                 last = f"{parent}: {exc}"
@@ -92,19 +146,25 @@ class Upstream:
             log.warning("parent failed for %s: %s", path, last)
         fill.fail(last)
 
-    async def _attempt(self, parent: str, fill: Fill, path: str) -> None:
+    async def _attempt(self, parent: str, fill: Fill, path: str, wait_s: float) -> None:
         assert self._session is not None, "Upstream.start() first"
         offset = fill.size
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
             self.stats.resumed += 1
+        cfg = self.config
+        head_timeout = cfg.head_timeout_s
+        if holdable(path) and not fill.head:
+            head_timeout = wait_s
+            headers[HOLD_HEADER] = f"{wait_s:.3f}"
         self.stats.fetches += 1
         self.stats.per_parent[parent] = self.stats.per_parent.get(parent, 0) + 1
-        cfg = self.config
-        async with asyncio.timeout(cfg.head_timeout_s):
+        async with asyncio.timeout(head_timeout):
             resp = await self._session.get(parent + path, headers=headers, allow_redirects=False)
         async with resp:
+            if resp.status == 503 and HOLD_HEADER in headers and await self._hold_expired(resp):
+                raise HoldExpired()
             skip = self._check_head(resp, fill, offset, path)
             content = resp.content
             while True:
@@ -122,6 +182,15 @@ class Upstream:
         if skip or (fill.length is not None and fill.size < fill.length):
             raise ParentFailed("body ended early")
         fill.finish()
+
+    async def _hold_expired(self, resp: aiohttp.ClientResponse) -> bool:
+        """Whether a 503 to a held request says the hold ran out (a node marks it; the origin
+        gives its reason)."""
+        if resp.headers.get(HOLD_HEADER) == HOLD_EXPIRED:
+            return True
+        async with asyncio.timeout(self.config.stall_timeout_s):
+            reason = await resp.content.read(256)
+        return reason.startswith(ORIGIN_HOLD_EXPIRED)
 
     def _check_head(self, resp: aiohttp.ClientResponse, fill: Fill, offset: int, path: str) -> int:
         """Accept the response head; the number of body bytes to skip."""

@@ -12,9 +12,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from edge import node as edge_node
 from edge import rendezvous
 from edge.http import Limits
 from edge.node import EdgeNode, NodeConfig
+from livemesh import clock
 from livemesh.tokens import TokenSigner, tokenized
 
 KEYS = "t1:" + "ab" * 32
@@ -52,6 +54,7 @@ class Parent:
         self.static: dict[str, tuple[int, bytes, str]] = {}
         self.requests: Counter[str] = Counter()
         self.ranges: list[str | None] = []
+        self.holds: list[str | None] = []  # each request's Livemesh-Hold
         self.die_after: int | None = None  # abort the connection after this many pieces
         self.mpd_gate: asyncio.Event | None = None  # when set, manifest answers wait on it
         self.mpd_version = 0
@@ -62,6 +65,7 @@ class Parent:
         path = request.path
         self.requests[path] += 1
         self.ranges.append(request.headers.get("Range"))
+        self.holds.append(request.headers.get("Livemesh-Hold"))
         if path.endswith(".mpd"):
             if self.mpd_gate is not None:
                 await self.mpd_gate.wait()
@@ -318,6 +322,70 @@ async def test_unreachable_parent_falls_over_to_the_next(
         await node.close()
 
 
+# a hold of one second, each tier a quarter second inside the one before: a node asked by a
+# viewer waits 1.5 s for a held segment's head, any other request 0.3 s
+HOLD = {"head_timeout_s": 0.3, "hold_s": 1.0, "hold_margin_s": 0.25}
+HOLD_EXPIRED = (503, b"segment not produced in time\n", "max-age=0, no-store")
+
+
+async def test_a_held_segment_waits_out_the_parents_hold_without_failing_over(
+    parent: Parent, session: aiohttp.ClientSession
+) -> None:
+    """The parent holds the next segment longer than a plain head timeout, within its hold:
+    one upstream fetch, no fallback."""
+    fallback = Parent()
+    await fallback.start()
+    feed = parent.feeds[SEG] = Feed()
+    fallback.feeds[SEG] = Feed()
+    node, url = await start_node(parents=(parent.url,), fallbacks=(fallback.url,), **HOLD)
+    try:
+        pending = asyncio.create_task(session.get(url + SEG))
+        await _until(lambda: parent.requests[SEG] == 1)
+        await asyncio.sleep(0.6)  # the hold itself: longer than head_timeout_s, within hold_s
+        assert not pending.done()
+        feed.push(b"first", last=True)
+        resp = await pending
+        assert resp.status == 200 and await resp.read() == b"first"
+        assert fallback.requests[SEG] == 0
+        stats = node.upstream.stats
+        assert (stats.fetches, stats.failovers, stats.errors) == (1, 0, 0)
+    finally:
+        await node.close()
+        await fallback.stop()
+
+
+async def test_a_hold_that_ran_out_is_passed_on_not_failed_over_through_the_tiers(
+    parent: Parent, session: aiohttp.ClientSession
+) -> None:
+    """The origin's "not produced in time" reaches the viewer through shield and edge as a
+    marked 503; neither node asks another parent.  A real 5xx still fails over."""
+    fallback = Parent()
+    await fallback.start()
+    parent.static[SEG] = HOLD_EXPIRED
+    broken = "/live/c/e1/v1/8.m4s"
+    parent.static[broken] = (503, b"manifest state unavailable\n", "max-age=0, no-store")
+    fallback.static[broken] = (200, b"eight", IMMUTABLE)
+    shield, shield_url = await start_node(parents=(parent.url,), **HOLD)
+    edge, url = await start_node(parents=(shield_url,), fallbacks=(fallback.url,), **HOLD)
+    try:
+        resp = await session.get(url + SEG)
+        assert resp.status == 503 and resp.headers["Livemesh-Hold"] == "expired"
+        assert "no-store" in resp.headers["Cache-Control"]
+        assert (parent.requests[SEG], fallback.requests[SEG]) == (1, 0)
+        assert shield.upstream.stats.holds_expired == edge.upstream.stats.holds_expired == 1
+        assert shield.upstream.stats.failovers == edge.upstream.stats.failovers == 0
+        assert not edge.inflight and SEG not in edge.store  # asked again next time
+        # the shield waited a margin less than the edge told it, the edge a viewer's wait
+        assert parent.holds == ["1.250"]
+        # a parent failing for real: the shield's 502 sends the edge to its fallback
+        assert await (await session.get(url + broken)).read() == b"eight"
+        assert edge.upstream.stats.failovers == 1
+    finally:
+        await edge.close()
+        await shield.close()
+        await fallback.stop()
+
+
 # -- tokens ------------------------------------------------------------------------------
 
 
@@ -343,6 +411,43 @@ async def test_tokens_are_checked_before_the_cache_and_stripped_from_the_key(
         assert (await session.get(url + path)).status == 403  # no token at all
         assert parent.requests[path] == 1
         assert node.counters.token_rejections == 6
+    finally:
+        await node.close()
+
+
+async def test_a_remembered_target_is_refused_once_its_token_expires(
+    parent: Parent, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hits skip the token's HMAC for a target seen before, never its expiry or its checks."""
+    now = [1_000_000.0]
+    monkeypatch.setattr(clock, "now_s", lambda: now[0])
+    monkeypatch.setattr(edge_node, "ROUTE_CACHE_ENTRIES", 3)
+    path = "/live/c/e1/v1/init.mp4"
+    parent.static[path] = (200, b"INIT", IMMUTABLE)
+    node, url = await start_node(parents=(parent.url,), tokens_required=True)
+    signer = TokenSigner.from_spec(KEYS)
+    try:
+        token = signer.sign("/live/c/", "viewer-1", ttl_s=10, now_s=now[0])
+        target = url + tokenized(token, path)
+        for _ in range(3):
+            assert await (await session.get(target)).read() == b"INIT"
+        assert len(node._routes) == 1
+        # the same path under another (tampered) token is a new target: verified in full
+        tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+        assert (await session.get(url + tokenized(tampered, path))).status == 403
+        now[0] += 9.5
+        assert (await session.get(target)).status == 200
+        now[0] += 0.5  # the token's expiry instant
+        r = await session.get(target)
+        assert r.status == 403 and await r.read() == b"token: expired\n"
+        assert (await session.get(target)).status == 403
+        # the table is bounded: the oldest verdict goes first
+        for n in range(5):
+            fresh = signer.sign("/live/c/", f"v{n}", ttl_s=10, now_s=now[0])
+            assert (await session.get(url + tokenized(fresh, path))).status == 200
+        assert len(node._routes) == 3
+        assert node.counters.token_rejections == 3
+        assert parent.requests[path] == 1
     finally:
         await node.close()
 
