@@ -9,7 +9,7 @@ from services.resilience.backoff import Backoff, pushback_s
 from services.resilience.breaker import CircuitBreaker, State
 from services.resilience.budget import RetryBudget
 from services.resilience.latency import LatencyTracker
-from services.resilience.limiter import AdaptiveLimiter, Gradient2
+from services.resilience.limiter import AdaptiveLimiter, Gradient2, QueueWait
 from services.resilience.policy import POLICIES, Priority
 
 
@@ -118,6 +118,49 @@ def test_priorities_share_the_limit_and_critical_is_shed_last() -> None:
     limiter.release(0.01)
     assert not limiter.try_acquire(Priority.NORMAL)
     assert limiter.try_acquire(Priority.CRITICAL)
+
+
+def test_wait_rule_sheds_only_while_a_queue_stands() -> None:
+    now = [0.0]
+    queue = QueueWait(tolerance=1.0, min_wait_s=0.005, interval_s=0.05, clock=lambda: now[0])
+    assert queue.admit(1.0)  # no service time learned yet: no basis to shed
+    queue.served(0.010)  # target: 10 ms
+    assert queue.target_s() == 0.010
+    # a burst (a stalled process): long waits, but one call of the interval did not wait
+    for wait in (0.03, 0.0, 0.04):
+        assert queue.admit(wait)
+        now[0] += 0.02
+    assert queue.admit(0.03) and not queue.shedding
+    # a standing queue: every call of an interval waited longer than the target
+    for _ in range(3):
+        assert queue.admit(0.02)
+        now[0] += 0.02
+    assert not queue.admit(0.02) and queue.shedding
+    assert queue.admit(0.008)  # under the target: served
+    assert queue.admit(None)  # a call that did not say its timeout is not judged
+    assert not queue.admit(0.008, share=0.5)  # a LOW call is shed at half the wait
+    now[0] += 0.05
+    assert queue.admit(0.001)  # the interval before still had to shed: still shedding
+    assert queue.shedding
+    now[0] += 0.05
+    assert queue.admit(0.001) and not queue.shedding  # an interval without sheds: over
+
+
+def test_limiter_sheds_on_wait_even_with_nothing_in_flight() -> None:
+    now = [0.0]
+    limiter = AdaptiveLimiter(queue=QueueWait(interval_s=0.05, clock=lambda: now[0]))
+    assert limiter.try_acquire(Priority.NORMAL, 0.0)
+    limiter.release(0.010, waited_s=0.0)
+    admitted = []
+    for _ in range(6):  # CPU-bound handler: one at a time, each queued 30 ms
+        now[0] += 0.02
+        admitted.append(limiter.try_acquire(Priority.CRITICAL, 0.03))
+        if admitted[-1]:
+            assert limiter.inflight == 1
+            limiter.release(0.010, waited_s=0.03)
+    # the first interval held the unqueued call; the second stood queued: shed from then on
+    assert admitted == [True, True, True, True, True, False]
+    assert limiter.try_acquire(Priority.CRITICAL, 0.005)  # a short wait is still served
 
 
 def test_declared_policies() -> None:

@@ -206,9 +206,10 @@ class Dependency:
     ) -> Any:
         """One attempt on ``endpoint`` (the breaker permit is already taken)."""
         start = time.monotonic()
+        timeout = max(deadline - start, 0.0)
         try:
             result = await invoke(endpoint)(
-                timeout=max(deadline - start, 0.0), metadata=md
+                timeout=timeout, metadata=[*md, context.timeout_entry(timeout)]
             )
         except grpc.aio.AioRpcError as error:
             code = error.code()

@@ -16,6 +16,10 @@ from collections.abc import Iterator
 from services.resilience.policy import Priority
 
 PRIORITY_KEY = "livemesh-priority"
+# the timeout the caller gave the call, in µs, as it sent it: the server compares it with
+# what is left on arrival at the handler to learn how long the call queued (gRPC keeps
+# its own grpc-timeout header from the application)
+TIMEOUT_KEY = "livemesh-timeout-us"
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "livemesh_deadline", default=None
@@ -65,6 +69,22 @@ def priority_from(metadata: object) -> Priority | None:
         if key == PRIORITY_KEY:
             try:
                 return Priority(int(value))
+            except ValueError:
+                return None
+    return None
+
+
+def timeout_entry(timeout_s: float) -> tuple[str, str]:
+    """The metadata entry that tells the server the timeout a call was sent with."""
+    return TIMEOUT_KEY, str(int(timeout_s * 1e6))
+
+
+def sent_timeout_from(metadata: object) -> float | None:
+    """The timeout (s) the caller sent with the call, if it said (:func:`timeout_entry`)."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == TIMEOUT_KEY:
+            try:
+                return int(value) / 1e6
             except ValueError:
                 return None
     return None

@@ -10,11 +10,23 @@ the limit are rejected at once, which is what keeps the accepted calls fast.
 Priorities share the one limit: a call of priority ``p`` is admitted while the
 in-flight count is below ``limit * shares[p]``, so as load rises the lowest
 priority is shed first and CRITICAL (``StartPlayback``) last.
+
+Queueing the in-flight count cannot see: a CPU-bound handler runs to its end in
+one step of the event loop, so the in-flight count stays at one while calls wait
+in front of the loop (in gRPC's core, then in the loop's ready queue). Each call
+therefore also brings how long it has already waited (``waited_s``: the timeout
+its caller sent minus what is left of it on arrival at the handler). A call that
+waited longer than ``tolerance`` times the service time (an exponential
+average of the handlers' own time, without the wait) is rejected at once, the
+threshold scaled by its priority's share; the limit's samples are the whole
+sojourn (wait + service), so Gradient2 shrinks the limit under queueing too.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.resilience.policy import Priority
@@ -79,27 +91,88 @@ class Gradient2:
 
 
 @dataclass
+class QueueWait:
+    """The wait rule (after CoDel): shed calls that queued too long, but only while a
+    standing queue exists, so a burst or a stalled process does not shed.
+
+    The target wait is ``tolerance`` service times (at least ``min_wait_s``). Shedding
+    starts when every call of an ``interval_s`` waited longer than the target, and
+    stops after an interval in which no call had to be shed. While it lasts, a call of
+    priority share ``s`` is shed if it waited more than ``s`` times the target."""
+
+    tolerance: float = 1.0
+    # below the machine's scheduling noise a wait says nothing (a shared 2-core box stalls
+    # a process for 10-20 ms); 25 ms is the p99 budget of a whole StartPlayback (DESIGN §7)
+    min_wait_s: float = 0.025
+    interval_s: float = 0.1
+    smoothing: float = 0.05
+    clock: Callable[[], float] = time.monotonic
+    service_s: float | None = None  # average time in the handler (no wait), once known
+    shedding: bool = False
+    _interval_end: float | None = None
+    _min_wait: float = math.inf
+    _shed: bool = False
+
+    def target_s(self) -> float:
+        if self.service_s is None:
+            return math.inf  # nothing learned yet: no basis to judge a wait
+        return max(self.min_wait_s, self.tolerance * self.service_s)
+
+    def admit(self, waited_s: float | None, share: float = 1.0) -> bool:
+        """Whether a call that ``waited_s`` before its handler (None: unknown) may run."""
+        if waited_s is None:
+            return True
+        now = self.clock()
+        if self._interval_end is None or now >= self._interval_end:
+            if self._interval_end is not None:
+                if self.shedding:
+                    self.shedding = self._shed
+                else:
+                    # (an interval without a known wait is no evidence of a queue)
+                    self.shedding = math.inf > self._min_wait > self.target_s()
+            self._interval_end = now + self.interval_s
+            self._min_wait, self._shed = math.inf, False
+        self._min_wait = min(self._min_wait, waited_s)
+        if self.shedding and waited_s > self.target_s() * share:
+            self._shed = True
+            return False
+        return True
+
+    def served(self, service_s: float) -> None:
+        if self.service_s is None:
+            self.service_s = service_s
+        else:
+            self.service_s += (service_s - self.service_s) * self.smoothing
+
+
+@dataclass
 class AdaptiveLimiter:
     """The limit, the in-flight count, and the priority rule that admits against them."""
 
     algorithm: Gradient2 = field(default_factory=Gradient2)
     shares: dict[Priority, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
     inflight: int = 0
+    queue: QueueWait = field(default_factory=lambda: QueueWait())
 
     @property
     def limit(self) -> float:
         return self.algorithm.limit
 
-    def try_acquire(self, priority: Priority) -> bool:
-        if self.inflight >= self.algorithm.limit * self.shares.get(priority, 1.0):
+    def try_acquire(self, priority: Priority, waited_s: float | None = None) -> bool:
+        share = self.shares.get(priority, 1.0)
+        if self.inflight >= self.algorithm.limit * share:
+            return False
+        if not self.queue.admit(waited_s, share):
             return False
         self.inflight += 1
         return True
 
-    def release(self, rtt_s: float, sample: bool = True) -> None:
-        """An admitted call ended; ``sample=False`` when its latency says nothing of load
+    def release(self, service_s: float, sample: bool = True, waited_s: float = 0.0) -> None:
+        """An admitted call ended after ``service_s`` in its handler, having waited
+        ``waited_s`` before it; ``sample=False`` when its latency says nothing of load
         (it failed before doing work)."""
         inflight = self.inflight
         self.inflight -= 1
         if sample:
-            self.algorithm.on_sample(rtt_s, inflight)
+            self.queue.served(service_s)
+            self.algorithm.on_sample(waited_s + service_s, inflight)

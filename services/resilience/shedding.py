@@ -5,6 +5,11 @@ once (it never queues). Its priority is the higher of its method's declared one
 and the ``livemesh-priority`` it carries, so every hop made for a
 ``StartPlayback`` is shed as late as ``StartPlayback`` itself. Streams are not
 counted (they are long-lived and idle).
+
+A call that says with what timeout it was sent (``livemesh-timeout-us``, which the
+client layer adds to every attempt) also tells how long it waited before its handler
+(sent minus ``time_remaining()``): the limiter's wait rule sheds on that, which is
+what sees calls queued in front of a busy event loop.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 import grpc
 
 from services.resilience import metrics
-from services.resilience.context import priority_from
+from services.resilience.context import priority_from, sent_timeout_from
 from services.resilience.handlers import Unary, method_of, wrap
 from services.resilience.limiter import AdaptiveLimiter
 from services.resilience.policy import POLICIES, PolicyTable
@@ -43,11 +48,17 @@ class LoadShedder(grpc.aio.ServerInterceptor):
         sent = priority_from(handler_call_details.invocation_metadata)
         declared = self.policies.policy(method).priority
         prio = declared if sent is None else min(sent, declared)
+        sent_timeout = sent_timeout_from(handler_call_details.invocation_metadata)
         limiter = self.limiter
 
         def unary(behaviour: Unary) -> Unary:
             async def handle(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
-                if not limiter.try_acquire(prio):
+                waited = None
+                if sent_timeout is not None:
+                    remaining = ctx.time_remaining()
+                    if remaining is not None:
+                        waited = max(0.0, sent_timeout - remaining)
+                if not limiter.try_acquire(prio, waited):
                     metrics.SHED.labels(method, prio.name).inc()
                     await ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                     f"overloaded: concurrency limit {limiter.limit:.0f}")
@@ -58,7 +69,7 @@ class LoadShedder(grpc.aio.ServerInterceptor):
                     sample = True
                     return result
                 finally:
-                    limiter.release(time.monotonic() - start, sample)
+                    limiter.release(time.monotonic() - start, sample, waited or 0.0)
                     metrics.LIMIT.labels(self.name).set(limiter.limit)
 
             return handle
