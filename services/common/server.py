@@ -42,12 +42,16 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple[str, s
     if isinstance(exc, ServiceError):
         trailers = ((FIELD_METADATA_KEY, exc.field),) if exc.field else ()
         return exc.code, exc.message, trailers
+    if isinstance(exc, grpc.aio.AioRpcError):  # a downstream call failed: pass its status on
+        return exc.code(), exc.details() or "", ()
     log.exception("unexpected error in a handler")
     return grpc.StatusCode.INTERNAL, "internal error", ()
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps :class:`ServiceError` to its status; anything else to INTERNAL without a trace."""
+    """Maps :class:`ServiceError` to its status, a downstream call's error to that call's
+    status and details (DEADLINE_EXCEEDED, UNAVAILABLE, RESOURCE_EXHAUSTED... pass on);
+    anything else to INTERNAL without a trace."""
 
     async def intercept_service(
         self,
