@@ -48,6 +48,13 @@ async def create_accounts(gateway: str, count: int) -> tuple[list[str], list[tup
                     answer = await resp.json(content_type=None)
                 if resp.status == 200:
                     return str(answer["accessToken"])
+                if resp.status == 409:  # an earlier attempt got through after its deadline
+                    signin = {"email": email, "password": PASSWORD}
+                    async with gate, http.post(f"{gateway}/v1/accounts:signIn", json=signin) as r:
+                        answer = await r.json(content_type=None)
+                    if r.status == 200:
+                        return str(answer["accessToken"])
+                    continue
                 if resp.status not in (429, 503, 504):  # overloaded, or out of time: again
                     break
                 await asyncio.sleep(0.2 * 2**attempt)  # the limiter said: come back later
