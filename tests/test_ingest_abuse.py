@@ -84,7 +84,8 @@ async def test_a_flood_of_session_attempts_gets_429_and_503_and_the_live_channel
         async def attempts(client_ip: str, count: int) -> None:
             connector = aiohttp.TCPConnector(local_addr=(client_ip, 0), force_close=True)
             async with aiohttp.ClientSession(connector=connector) as flooder:
-                for _ in range(count):
+
+                async def attempt() -> None:
                     async with flooder.post(
                         whip_url(server, "bad"),
                         data=offer,
@@ -94,6 +95,9 @@ async def test_a_flood_of_session_attempts_gets_429_and_503_and_the_live_channel
                         statuses[response.status] += 1
                         if response.status in (429, 503):
                             assert int(response.headers["Retry-After"]) >= 1
+
+                # all at once: a client's burst is spent before its bucket refills
+                await asyncio.gather(*(attempt() for _ in range(count)))
 
         async def rtmp_connection() -> bool:
             """A connection that never speaks: True if it was closed on us at once."""

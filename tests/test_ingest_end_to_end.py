@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 from lxml import etree
 
@@ -128,6 +129,7 @@ async def check_end_to_end(
     assert epoch is not None and {e.epoch for e in segments} == {epoch.id}
 
 
+@pytest.mark.timeout(240)  # publisher start-up, ffprobe's 6 s and a reconnect, on busy cores
 async def test_ffmpeg_whip_muxer_publishes_and_the_origin_plays_it(
     redis: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -141,6 +143,7 @@ async def test_ffmpeg_whip_muxer_publishes_and_the_origin_plays_it(
         await check_end_to_end(redis, server, "wh", base, publish)
 
 
+@pytest.mark.timeout(240)
 async def test_ffmpeg_cli_publishes_over_rtmp_and_the_origin_plays_it(
     redis: aioredis.Redis,
 ) -> None:
