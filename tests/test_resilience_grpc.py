@@ -12,13 +12,17 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from livemesh.registry.v1 import registry_pb2 as pb
 from livemesh.registry.v1 import registry_pb2_grpc as pb_grpc
 from services.common.clients import ChannelFactory
 from services.common.server import RunningServer, ServiceSpec, start_server
 from services.registry.service import RegistryService
-from services.resilience import metrics
+from services.resilience import metrics, tracing
 from services.resilience.backoff import Backoff
 from services.resilience.balancer import Outliers
 from services.resilience.breaker import State
@@ -135,6 +139,9 @@ class Relay(pb_grpc.RegistryServiceServicer):
             return await self.next.GetInstance(request)
         except grpc.aio.AioRpcError as error:  # pass the downstream status on
             await context.abort(error.code(), error.details() or "")
+
+    async def ListInstances(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self.next.ListInstances(request)  # errors: the ErrorInterceptor's job
 
 
 async def test_deadline_shrinks_hop_by_hop_and_a_slow_leaf_fails_the_call_in_time(
@@ -407,3 +414,145 @@ async def test_server_sheds_with_resource_exhausted_and_start_playback_last(
     assert POLICIES.policy("/livemesh.playback.v1.PlaybackService/StartPlayback").priority \
         is Priority.CRITICAL
     await channel.close()
+
+
+class Slow(grpc.aio.ServerInterceptor):
+    """Delays unary calls of ``method`` by ``delay_s`` (0: none) and notes the ones
+    cancelled while they waited (a hedge's loser)."""
+
+    def __init__(self, method: str) -> None:
+        self.method, self.delay_s = method, 0.0
+        self.cancelled = asyncio.Event()
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if method_of(details) != self.method or self.delay_s == 0:
+            return handler
+        behaviour, delay_s = handler.unary_unary, self.delay_s
+
+        async def slow(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+            try:
+                await asyncio.sleep(delay_s)  # injected latency: the thing under test
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+            return await behaviour(request, ctx)
+
+        return handler._replace(unary_unary=slow)
+
+
+def counted(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_hedge_to_the_other_instance_wins_the_loser_is_cancelled_and_hedges_spend_budget(
+    start: Start, clients: Callable[..., ChannelFactory],
+) -> None:
+    slow = Slow(LIST)
+    a = await start(slow)
+    b = await start()
+    # one hedge (or retry) in the window, no more
+    factory = clients(ResilienceConfig(budget_ratio=0.0, budget_min_retries=1))
+    target = f"{a.target},{b.target}"
+    stub = factory.stub(pb_grpc.RegistryServiceStub, target)
+    balancer = dependency(factory, target).balancer
+    for _ in range(30):  # both fast: the layer learns the method's p95
+        await stub.ListInstances(pb.ListInstancesRequest())
+    assert dependency(factory, target).latency[LIST].p95() is not None
+    hedges = counted("livemesh_rpc_hedges_total", dependency=target, method=LIST)
+    slow.delay_s = 0.4
+
+    async def on_a_first() -> float:
+        balancer._next = balancer._order.index(a.target)  # the first attempt goes to A
+        began = time.monotonic()
+        await stub.ListInstances(pb.ListInstancesRequest(), timeout=2.0)
+        return time.monotonic() - began
+
+    took = await on_a_first()
+    assert took < 0.3  # B answered the hedge before A's 0.4 s
+    assert counted("livemesh_rpc_hedges_total", dependency=target, method=LIST) == hedges + 1
+    await asyncio.wait_for(slow.cancelled.wait(), 1.0)  # A's attempt was cancelled
+    exhausted = counted("livemesh_retry_budget_exhausted_total", dependency=target)
+    took = await on_a_first()  # the budget is spent: no hedge, A's answer is awaited
+    assert took >= 0.35
+    assert counted("livemesh_rpc_hedges_total", dependency=target, method=LIST) == hedges + 1
+    assert counted("livemesh_retry_budget_exhausted_total", dependency=target) == exhausted + 1
+
+
+class Seen(grpc.aio.ServerInterceptor):
+    """Keeps the invocation metadata of every call."""
+
+    def __init__(self) -> None:
+        self.metadata: list[dict[str, str]] = []
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        self.metadata.append({k: v for k, v in details.invocation_metadata or ()})
+        return await continuation(details)
+
+
+async def test_one_trace_across_two_hops_with_w3c_traceparent_in_metadata(
+    start: Start, clients: Callable[..., ChannelFactory], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))  # as setup_tracing does
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("livemesh.resilience"))
+    seen = Seen()
+    leaf = await start(seen)
+    factory = clients()
+    hop = await start(specs=[ServiceSpec("livemesh.registry.v1.RegistryService",
+                                         Relay(factory, leaf.target),
+                                         pb_grpc.add_RegistryServiceServicer_to_server)])
+    await factory.stub(pb_grpc.RegistryServiceStub, hop.target).ListInstances(
+        pb.ListInstancesRequest())
+    assert provider.force_flush()
+    finished = exporter.get_finished_spans()
+    assert len(finished) == 4  # caller -> hop (server, client) -> leaf
+    clients_ = {s.attributes["peer.service"]: s for s in finished if s.kind is SpanKind.CLIENT}
+    caller, leaf_call = clients_[hop.target], clients_[leaf.target]
+    servers = [s for s in finished if s.kind is SpanKind.SERVER]
+    hop_span = next(s for s in servers if s.parent is not None
+                    and s.parent.span_id == caller.context.span_id)
+    leaf_span = next(s for s in servers if s is not hop_span)
+    assert caller.parent is None  # the root: the test calls from outside any handler
+    assert leaf_call.parent is not None and leaf_call.parent.span_id == hop_span.context.span_id
+    assert leaf_span.parent is not None and leaf_span.parent.span_id == leaf_call.context.span_id
+    assert {s.context.trace_id for s in finished} == {
+        caller.context.trace_id}
+    (metadata,) = [m for m in seen.metadata if "traceparent" in m]
+    trace_id, span_id = leaf_call.context.trace_id, leaf_call.context.span_id
+    flags = int(leaf_call.context.trace_flags)
+    assert metadata["traceparent"] == f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+    assert leaf_call.context.trace_flags.sampled
+    provider.shutdown()
+
+
+@pytest.mark.parametrize("code", ["DEADLINE_EXCEEDED", "UNAVAILABLE", "RESOURCE_EXHAUSTED",
+                                  "NOT_FOUND", "PERMISSION_DENIED"])
+async def test_a_hop_passes_the_downstream_status_and_details_on(
+    start: Start, clients: Callable[..., ChannelFactory], code: str,
+) -> None:
+    if code == "DEADLINE_EXCEEDED":
+        rule = FaultRule(LIST, latency_s=2.0)
+    else:
+        rule = FaultRule(LIST, error=code, error_rate=1.0)
+    leaf = await start(FaultInjector([rule]))
+    factory = clients(ResilienceConfig(margin_s=0.1, max_attempts=1))
+    hop = await start(specs=[ServiceSpec("livemesh.registry.v1.RegistryService",
+                                         Relay(factory, leaf.target),
+                                         pb_grpc.add_RegistryServiceServicer_to_server)])
+    async with grpc.aio.insecure_channel(hop.target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.RegistryServiceStub(channel).ListInstances(
+                pb.ListInstancesRequest(), timeout=0.5)
+    assert caught.value.code() is grpc.StatusCode[code]  # not INTERNAL
+    if code == "DEADLINE_EXCEEDED":  # the hop's own call ran out 0.1 s before the caller's
+        assert caught.value.details() == "Deadline Exceeded"
+    else:
+        assert caught.value.details() == f"injected fault: {code}"
