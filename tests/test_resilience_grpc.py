@@ -22,7 +22,7 @@ from livemesh.registry.v1 import registry_pb2_grpc as pb_grpc
 from services.common.clients import ChannelFactory
 from services.common.server import RunningServer, ServiceSpec, start_server
 from services.registry.service import RegistryService
-from services.resilience import metrics, tracing
+from services.resilience import context, metrics, tracing
 from services.resilience.backoff import Backoff
 from services.resilience.balancer import Outliers
 from services.resilience.breaker import State
@@ -556,3 +556,46 @@ async def test_a_hop_passes_the_downstream_status_and_details_on(
         assert caught.value.details() == "Deadline Exceeded"
     else:
         assert caught.value.details() == f"injected fault: {code}"
+
+
+async def test_registry_watch_follows_changes_and_keeps_the_last_snapshot_when_down(
+    start: Start,
+) -> None:
+    registry = await start()
+    layer = ResilienceLayer(ResilienceConfig(registry_target=registry.target))
+    writer = grpc.aio.insecure_channel(registry.target)
+    stub = pb_grpc.RegistryServiceStub(writer)
+
+    async def register(i: int, health: int = pb.HEALTH_SERVING) -> None:
+        await stub.RegisterInstance(pb.RegisterInstanceRequest(instance=pb.Instance(
+            instance_id=f"w{i}", service="watched", address=f"127.0.0.1:{60000 + i}",
+            region="r1", health=health)))
+
+    await register(1)
+    await register(2, pb.HEALTH_NOT_SERVING)
+    # made inside a handler with 50 ms left: the watch must not inherit that deadline
+    with context.inbound(0.05):
+        channel = layer.channel("registry:///watched", grpc.aio.insecure_channel)
+    balancer = channel.dependency.balancer
+    try:
+        await asyncio.wait_for(balancer.ready.wait(), 5)
+        assert balancer._order == ["127.0.0.1:60001"]  # serving instances only
+        for change, wanted in (
+            (lambda: register(3), ["127.0.0.1:60001", "127.0.0.1:60003"]),
+            (lambda: register(2), ["127.0.0.1:60001", "127.0.0.1:60002", "127.0.0.1:60003"]),
+            (lambda: stub.DeregisterInstance(pb.DeregisterInstanceRequest(name="instances/w1")),
+             ["127.0.0.1:60002", "127.0.0.1:60003"]),
+        ):
+            balancer.changed.clear()
+            began = time.monotonic()
+            await change()
+            await asyncio.wait_for(balancer.changed.wait(), 5)
+            assert balancer._order == wanted
+            assert time.monotonic() - began < 0.5  # pushed, not found by a poll
+        assert balancer.resolve_errors == 0
+        await registry.server.stop(0)  # the registry goes down
+        await asyncio.wait_for(balancer.resolve_failed.wait(), 5)
+        assert balancer._order == ["127.0.0.1:60002", "127.0.0.1:60003"]  # last snapshot
+    finally:
+        await channel.close()
+        await writer.close()

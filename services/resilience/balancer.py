@@ -3,18 +3,21 @@ the healthy ones, active health checks (the standard gRPC health service), and
 ejection of outliers (consecutive failures, as Envoy's outlier detection).
 
 Instances come from a resolver: a fixed list (``host:port[,host:port…]``) or the
-registry (``registry:///<service>``, refreshed from ``ResolveInstances``; when the
-registry is unreachable the last snapshot stays in use).
+registry (``registry:///<service>``, followed through the ``WatchInstances`` stream:
+a snapshot, then every change as it happens; when the registry is unreachable the
+last snapshot stays in use while the watch reconnects).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,6 +27,12 @@ from services.resilience import metrics
 log = logging.getLogger(__name__)
 
 Connect = Callable[[str], grpc.aio.Channel]
+
+
+def _background(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A task in a fresh context: the first channel is often made inside a handler, and
+    the watch or health checks must not inherit that call's deadline, priority or span."""
+    return asyncio.get_running_loop().create_task(work, context=contextvars.Context())
 
 
 @dataclass
@@ -63,6 +72,9 @@ class Balancer:
     _health_task: asyncio.Task[None] | None = None
     _resolver_task: asyncio.Task[None] | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set at every new set
+    resolve_errors: int = 0
+    resolve_failed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def set_addresses(self, addresses: list[str]) -> None:
         """Follow the resolver: connect new instances, drop (and close) gone ones."""
@@ -75,10 +87,11 @@ class Balancer:
                 gone = self.endpoints.pop(address)
                 asyncio.get_running_loop().create_task(gone.channel.close(grace=1.0))
         self._order = wanted
+        self.changed.set()
         if wanted:
             self.ready.set()
         if len(wanted) > 1 and self._health_task is None:
-            self._health_task = asyncio.get_running_loop().create_task(self._check_forever())
+            self._health_task = _background(self._check_forever())
 
     def pick(self, exclude: set[str] | frozenset[str] = frozenset()) -> Endpoint | None:
         """The next available instance not in ``exclude``; if none is available, any
@@ -133,21 +146,28 @@ class Balancer:
                     endpoint.healthy = error.code() is grpc.StatusCode.UNIMPLEMENTED
             await asyncio.sleep(self.health_interval_s)
 
-    def follow(self, resolve: Callable[[], Awaitable[list[str]]], every_s: float) -> None:
-        """Keep the instances from ``resolve()`` (called now and every ``every_s``)."""
+    def follow(self, watch: Callable[[], AsyncIterator[list[str]]], retry_s: float) -> None:
+        """Keep the instances ``watch()`` yields (each a whole, non-empty set replaces
+        the last); when the stream fails, keep the last set and watch again after
+        ``retry_s`` (at once after a stream that had worked)."""
 
         async def loop() -> None:
             while True:
+                delivered = False
                 try:
-                    addresses = await resolve()
-                    if addresses:
-                        self.set_addresses(addresses)
+                    async for addresses in watch():
+                        delivered = True
+                        if addresses:
+                            self.set_addresses(addresses)
                 except grpc.aio.AioRpcError as error:
-                    log.warning("%s: resolve failed (%s); keeping the last snapshot",
+                    self.resolve_errors += 1
+                    self.resolve_failed.set()
+                    log.warning("%s: registry watch failed (%s); keeping the last snapshot",
                                 self.dependency, error.code().name)
-                await asyncio.sleep(every_s)
+                if not delivered:
+                    await asyncio.sleep(retry_s)
 
-        self._resolver_task = asyncio.get_running_loop().create_task(loop())
+        self._resolver_task = _background(loop())
 
     async def close(self) -> None:
         for task in (self._health_task, self._resolver_task):

@@ -19,7 +19,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,7 @@ class ResilienceConfig:
     health_interval_s: float = 1.0
     stream_timeout_s: float = 300.0
     registry_target: str = "127.0.0.1:50051"
-    resolve_every_s: float = 1.0
+    resolve_retry_s: float = 1.0  # a failed registry watch is tried again after this
 
 
 class Dependency:
@@ -390,14 +390,18 @@ class ResilienceLayer:
         if target.startswith("registry:///"):
             service = target.removeprefix("registry:///")
             balancer.dependency = service
-            balancer.follow(self._resolver(service, connect), config.resolve_every_s)
+            balancer.follow(self._resolver(service, connect), config.resolve_retry_s)
             name = service
         else:
             balancer.set_addresses([a.strip() for a in target.split(",") if a.strip()])
             name = target
         return ResilientChannel(Dependency(name, balancer, config, self.policies))
 
-    def _resolver(self, service: str, connect: Connect) -> Callable[[], Any]:
+    def _resolver(
+        self, service: str, connect: Connect,
+    ) -> Callable[[], AsyncIterator[list[str]]]:
+        """The registry's ``WatchInstances`` for ``service`` as a stream of address sets:
+        the serving instances at the end of the snapshot, then after every change."""
         from livemesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
         registry = ResilientChannel(Dependency(
@@ -405,13 +409,24 @@ class ResilienceLayer:
             self.config, self.policies,
         ))
         stub = registry_pb2_grpc.RegistryServiceStub(registry)
+        removed = registry_pb2.CHANGE_TYPE_REMOVED
+        serving = registry_pb2.HEALTH_SERVING
 
-        async def resolve() -> list[str]:
-            reply = await stub.ResolveInstances(
-                registry_pb2.ResolveInstancesRequest(service=service))
-            return [instance.address for instance in reply.instances]
+        async def watch() -> AsyncIterator[list[str]]:
+            instances: dict[str, Any] = {}
+            complete = False
+            async for change in stub.WatchInstances(
+                    registry_pb2.WatchInstancesRequest(service=service)):
+                if change.snapshot_complete:
+                    complete = True
+                elif change.change_type == removed:
+                    instances.pop(change.instance.name, None)
+                else:
+                    instances[change.instance.name] = change.instance
+                if complete:
+                    yield sorted(i.address for i in instances.values() if i.health == serving)
 
-        return resolve
+        return watch
 
 
 def _static(target: str, connect: Connect, config: ResilienceConfig) -> Balancer:
