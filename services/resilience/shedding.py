@@ -60,8 +60,10 @@ class LoadShedder(grpc.aio.ServerInterceptor):
                         waited = max(0.0, sent_timeout - remaining)
                 if not limiter.try_acquire(prio, waited):
                     metrics.SHED.labels(method, prio.name).inc()
-                    await ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"overloaded: concurrency limit {limiter.limit:.0f}")
+                    why = (f"queued {waited * 1000:.0f} ms" if limiter.queue.shedding
+                           and waited is not None and waited > limiter.queue.target_s()
+                           else f"concurrency limit {limiter.limit:.0f}")
+                    await ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded: {why}")
                 start = time.monotonic()
                 sample = False  # only a call that did its work says something of load
                 try:
