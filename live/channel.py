@@ -22,6 +22,7 @@ from fractions import Fraction
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge, start_http_server
+from redis.exceptions import RedisError
 
 from live.encode import AudioEncoder, EncodedUnit, RenditionEncoder, VideoEncoder
 from live.ladder import ChannelConfig
@@ -40,6 +41,9 @@ LATE_FRAMES = Counter(
 )
 ENCODER_LAG = Gauge(
     "livemesh_encoder_lag_seconds", "How far the encoder is behind real time", ["channel"]
+)
+CHUNKS_DROPPED = Counter(
+    "livemesh_chunks_dropped", "CMAF chunks dropped while Redis was unreachable", ["channel", "rep"]
 )
 CHUNKS_PUBLISHED = Counter(
     "livemesh_chunks_published", "CMAF chunks stored in Redis", ["channel", "rep"]
@@ -95,7 +99,7 @@ class LiveChannel:
         queue: asyncio.Queue[tuple[str, Chunk] | None] = asyncio.Queue(
             maxsize=QUEUED_SEGMENTS * self.timeline.chunks_per_segment * (len(video) + 1)
         )
-        publisher = asyncio.create_task(self._publish(queue))
+        publisher = asyncio.create_task(self._publish(queue, inits))
         loop = asyncio.get_running_loop()
 
         def hand_over(rep: str, chunk: Chunk) -> None:
@@ -190,19 +194,41 @@ class LiveChannel:
             for chunk in rendition.packager.add(unit):
                 hand_over(rep, chunk)
 
-    async def _publish(self, queue: asyncio.Queue[tuple[str, Chunk] | None]) -> None:
+    async def _publish(
+        self, queue: asyncio.Queue[tuple[str, Chunk] | None], inits: dict[str, bytes]
+    ) -> None:
+        """Store chunks in order; ride out a Redis outage or restart without stopping.
+
+        While Redis is unreachable, chunks are dropped (live media is worthless late)
+        and counted; once it answers again, an epoch it lost (a restart keeps nothing)
+        is announced anew (the store tells when), so players resume on the same URLs.
+        """
         assert self.epoch is not None
+        reachable = True
         while (item := await queue.get()) is not None:
             rep, chunk = item
-            await self.store.publish_chunk(
-                self.epoch,
-                rep,
-                chunk.segment,
-                chunk.chunk,
-                chunk.data,
-                chunk.last,
-                self.config.window_s,
-            )
+            try:
+                on_record = await self.store.publish_chunk(
+                    self.epoch, rep, chunk.segment, chunk.chunk, chunk.data, chunk.last,
+                    self.config.window_s,
+                )  # fmt: skip
+                if not on_record:
+                    log.warning("channel %s: Redis lost the epoch; announcing it again",
+                                self.config.name)  # fmt: skip
+                    await self.store.put_config(self.config)
+                    await self.store.start_epoch(
+                        self.epoch, inits, self.config.window_s, fresh=False
+                    )
+            except RedisError as error:
+                if reachable:
+                    log.warning("channel %s: Redis unreachable (%s); dropping chunks until "
+                                "it is back", self.config.name, error)  # fmt: skip
+                reachable = False
+                CHUNKS_DROPPED.labels(self.config.name, rep).inc()
+                continue
+            if not reachable:
+                log.info("channel %s: Redis is back; publishing again", self.config.name)
+            reachable = True
             CHUNKS_PUBLISHED.labels(self.config.name, rep).inc()
 
 

@@ -21,6 +21,7 @@ class OriginError(Exception):
     """A request the origin cannot answer with media; ``reason`` is told to the client."""
 
     status: ClassVar[int] = 500
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -57,12 +58,22 @@ class Unavailable(OriginError):
     status = 503
 
 
-def error_response(status: int, reason: str) -> web.Response:
+class HoldExpired(Unavailable):
+    """A held request for the next segment saw no chunk in time.
+
+    Marked so that caches in front (edge/upstream.py) pass it on instead of taking it
+    for a failing parent and asking another one.
+    """
+
+    headers: ClassVar[dict[str, str]] = {"Livemesh-Hold": "expired"}
+
+
+def error_response(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
     """The one shape of every error answer."""
     return web.Response(
         status=status,
         text=f"{reason}\n",
-        headers={"Cache-Control": ERROR_CACHE_CONTROL},
+        headers={"Cache-Control": ERROR_CACHE_CONTROL, **(headers or {})},
     )
 
 
@@ -72,7 +83,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except OriginError as error:
-        return error_response(error.status, error.reason)
+        return error_response(error.status, error.reason, error.headers)
     except RedisError:
         return error_response(Unavailable.status, "manifest state unavailable")
     except web.HTTPException as error:

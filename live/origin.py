@@ -31,7 +31,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from live.fanout import ChunkFanout, SegmentWatch
-from live.http_errors import BadRequest, Gone, NotFound, TooEarly, Unavailable, error_middleware
+from live.http_errors import (
+    BadRequest,
+    Gone,
+    HoldExpired,
+    NotFound,
+    TooEarly,
+    error_middleware,
+)
 from live.ladder import NAME_PATTERN, ChannelConfig
 from live.mpd import iso_utc, render_mpd
 from live.state import ChannelStore, Epoch, Position, Representation
@@ -243,7 +250,7 @@ class LiveSegment:
             with metrics.held.track_inprogress():
                 chunks, complete = await self._next_chunks(w, 0)
             if not chunks and not complete:
-                raise Unavailable("segment not produced in time")
+                raise HoldExpired("segment not produced in time")
             if complete:  # it finished before we started: chunks 0.. are all of it
                 return web.Response(body=b"".join(chunks), headers=_media_headers(self.rep))
             with metrics.streaming.track_inprogress():

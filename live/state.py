@@ -147,14 +147,21 @@ class ChannelStore:
     async def put_config(self, config: ChannelConfig) -> None:
         await self.redis.set(self.keys.config, config.to_json())
 
-    async def start_epoch(self, epoch: Epoch, inits: dict[str, bytes], window_s: int) -> None:
-        """Make ``epoch`` current, with its init segments, in one transaction."""
+    async def start_epoch(
+        self, epoch: Epoch, inits: dict[str, bytes], window_s: int, fresh: bool = True
+    ) -> None:
+        """Make ``epoch`` current, with its init segments, in one transaction.
+
+        ``fresh=False`` re-announces a running epoch (after Redis lost it) and keeps
+        whatever position it has stored since.
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
             for rep_id, data in inits.items():
                 pipe.set(self.keys.init(epoch.id, rep_id), data, ex=window_s)
             pipe.hset(self.keys.epochs, epoch.id, epoch.to_json())
             pipe.expire(self.keys.epochs, window_s)
-            pipe.delete(self.keys.position(epoch.id))
+            if fresh:
+                pipe.delete(self.keys.position(epoch.id))
             pipe.set(self.keys.epoch, epoch.to_json())
             await pipe.execute()
 
@@ -167,8 +174,12 @@ class ChannelStore:
         data: bytes,
         last: bool,
         window_s: int,
-    ) -> None:
-        """Store one chunk and announce it, atomically."""
+    ) -> bool:
+        """Store one chunk and announce it, atomically.
+
+        Returns whether the channel's epoch was still on record: False means Redis lost
+        it (a restart keeps nothing) and the caller should announce it again.
+        """
         seg_key = self.keys.segment(epoch.id, rep, segment)
         pos_key = self.keys.position(epoch.id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -185,7 +196,9 @@ class ChannelStore:
                 maxlen=EVENT_STREAM_LENGTH,
                 approximate=True,
             )
-            await pipe.execute()
+            pipe.exists(self.keys.epoch)
+            *_, epoch_on_record = await pipe.execute()
+        return bool(epoch_on_record)
 
     async def end_epoch(self, epoch: Epoch) -> None:
         """Take the channel off air: every rendition's last segment is final as it stands.

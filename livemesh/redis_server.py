@@ -85,7 +85,16 @@ class EmbeddedRedis:
                 time.sleep(0.02)
         raise RuntimeError("embedded redis-server did not answer in time")
 
+    def restart(self) -> None:
+        """Stop the server and start an empty one on the same socket (it persists nothing)."""
+        self._terminate()
+        self.start()
+
     def stop(self) -> None:
+        self._terminate()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _terminate(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
@@ -93,7 +102,6 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()

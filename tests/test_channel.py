@@ -15,6 +15,7 @@ from live.cmaf import iter_boxes, read_prft_wallclock_ms, read_sample_durations,
 from live.source import ChannelSource
 from live.state import ChannelStore, ChunkEvent
 from livemesh import clock
+from livemesh.redis_server import EmbeddedRedis
 from tests.live_helpers import running_channel, small_config, wait_for_segments
 
 
@@ -75,9 +76,11 @@ async def test_chunks_are_published_in_real_time_with_their_capture_clock(
         due_ms = epoch.start_ms + config.timeline.chunk_available_ms(event.segment, event.chunk)
         frame_ms = 1000 // config.frame_rate
         assert seen_ms >= due_ms - frame_ms, "a chunk cannot exist before its media was captured"
-        chunks, _ = await store.chunks(epoch.id, "v360", event.segment, event.chunk)
-        media_ms = config.timeline.chunk_start_ms(event.segment, event.chunk)
-        assert read_prft_wallclock_ms(chunks[0]) == epoch.start_ms + media_ms
+    for number in range(2):
+        chunks, _ = await store.chunks(epoch.id, "v360", number)
+        for chunk in chunks:  # prft: the wall clock at which the chunk's first frame was captured
+            media_ms = read_tfdt(chunk) * 1000 // 15360
+            assert read_prft_wallclock_ms(chunk) == epoch.start_ms + media_ms
 
 
 async def test_a_restart_is_a_new_epoch_and_leaves_old_urls_untouched(
@@ -146,3 +149,21 @@ async def test_an_encoder_behind_real_time_is_reported_and_keeps_the_timeline(
         # frames were skipped, yet every segment still starts on time with a keyframe
         assert frames[0].key_frame
         assert len(frames) < config.segment_ms * config.frame_rate // 1000
+
+
+async def test_the_channel_rides_out_a_redis_restart() -> None:
+    """Redis restarts empty mid-run: the channel keeps its epoch and publishes again."""
+    with EmbeddedRedis() as server:
+        redis = aioredis.Redis.from_url(server.url)
+        config = small_config("survivor")
+        store = ChannelStore(redis, config.name)
+        async with running_channel(store, config) as channel:
+            assert channel.epoch is not None
+            epoch = channel.epoch
+            await wait_for_segments(store, epoch.id, ["v360"], count=1)
+            await asyncio.to_thread(server.restart)  # everything in Redis is gone
+            await redis.connection_pool.disconnect()
+            await wait_for_segments(store, epoch.id, ["v360"], count=1)  # chunks flow again
+            assert await store.current_epoch() == epoch  # announced anew, same URLs
+            assert await store.init_segment(epoch.id, "v360") is not None
+        await redis.aclose()

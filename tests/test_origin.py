@@ -241,6 +241,7 @@ async def test_next_segment_request_gives_up_when_the_encoder_stalls(
     async with http.get(url(server, SEG.format(1))) as response:
         assert response.status == 503
         assert response.headers["Cache-Control"].startswith("max-age=0")
+        assert response.headers["Livemesh-Hold"] == "expired"  # caches pass it on as is
         assert (await response.text()).strip()
     assert STALL_S * 0.9 <= loop.time() - started < STALL_S + 3
 
