@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
+from services.resilience import server_interceptors
 from services.resilience.backoff import Backoff, pushback_s
 from services.resilience.breaker import CircuitBreaker, State
 from services.resilience.budget import RetryBudget
 from services.resilience.latency import LatencyTracker
 from services.resilience.limiter import AdaptiveLimiter, Gradient2, QueueWait
 from services.resilience.policy import POLICIES, Priority
+from services.resilience.shedding import LoadShedder
 
 
 class Clock:
@@ -175,3 +179,11 @@ def test_declared_policies() -> None:
     assert not start.retry_safe(Mutation())
     Mutation.request_id = "r-1"
     assert start.retry_safe(Mutation())
+
+
+def test_server_interceptors_read_the_shedding_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEMESH_SHED_WAIT_MS", "50")
+    (shedder,) = [i for i in server_interceptors() if isinstance(i, LoadShedder)]
+    assert shedder.limiter.queue.min_wait_s == 0.05
+    monkeypatch.setenv("LIVEMESH_LOAD_SHEDDING", "off")
+    assert not any(isinstance(i, LoadShedder) for i in server_interceptors())

@@ -18,17 +18,20 @@ import grpc
 from services.resilience.client import ResilienceConfig, ResilienceLayer, ResilientChannel
 from services.resilience.faults import FAULTS, FaultInjector, FaultRule, ProcessKiller
 from services.resilience.inbound import DeadlineServerInterceptor
-from services.resilience.limiter import AdaptiveLimiter, Gradient2
+from services.resilience.limiter import AdaptiveLimiter, Gradient2, QueueWait
 from services.resilience.metrics import render as render_metrics
 from services.resilience.policy import POLICIES, MethodPolicy, PolicyTable, Priority
 from services.resilience.shedding import LoadShedder
 from services.resilience.tracing import TracingServerInterceptor, setup_tracing
 
+SHED_WAIT_ENV = "LIVEMESH_SHED_WAIT_MS"
+
 __all__ = [
-    "FAULTS", "POLICIES", "AdaptiveLimiter", "DeadlineServerInterceptor", "FaultInjector",
-    "FaultRule", "Gradient2", "LoadShedder", "MethodPolicy", "PolicyTable", "Priority",
-    "ProcessKiller", "ResilienceConfig", "ResilienceLayer", "ResilientChannel",
-    "TracingServerInterceptor", "render_metrics", "server_interceptors", "setup_tracing",
+    "FAULTS", "POLICIES", "SHED_WAIT_ENV", "AdaptiveLimiter", "DeadlineServerInterceptor",
+    "FaultInjector", "FaultRule", "Gradient2", "LoadShedder", "MethodPolicy", "PolicyTable",
+    "Priority", "ProcessKiller", "QueueWait", "ResilienceConfig", "ResilienceLayer",
+    "ResilientChannel", "TracingServerInterceptor", "render_metrics", "server_interceptors",
+    "setup_tracing",
 ]
 
 
@@ -40,8 +43,12 @@ def server_interceptors(
 
     Faults sit innermost so injected latency counts as the service's own (the
     limiter sees it, as it would see a slow database). ``LIVEMESH_LOAD_SHEDDING=off``
-    leaves the limiter out (the overload benchmark's baseline)."""
+    leaves the limiter out (the overload benchmark's baseline);
+    ``LIVEMESH_SHED_WAIT_MS`` sets the wait rule's floor (default 25 ms)."""
     shedding = os.environ.get("LIVEMESH_LOAD_SHEDDING", "on") != "off"
+    if limiter is None and SHED_WAIT_ENV in os.environ:
+        limiter = AdaptiveLimiter(queue=QueueWait(
+            min_wait_s=float(os.environ[SHED_WAIT_ENV]) / 1000))
     return [
         TracingServerInterceptor(),
         *([LoadShedder(limiter, policies, name)] if shedding else []),
