@@ -100,6 +100,7 @@ class LiveChannel:
             maxsize=QUEUED_SEGMENTS * self.timeline.chunks_per_segment * (len(video) + 1)
         )
         publisher = asyncio.create_task(self._publish(queue, inits))
+        publisher.add_done_callback(lambda _: self._publisher_ended(queue))
         loop = asyncio.get_running_loop()
 
         def hand_over(rep: str, chunk: Chunk) -> None:
@@ -108,10 +109,21 @@ class LiveChannel:
         try:
             await asyncio.to_thread(self._encode_loop, video, audio, hand_over)
         finally:
-            await queue.put(None)
-            await publisher
+            if not publisher.done():
+                await queue.put(None)
+            await publisher  # raises what stopped it early, if anything
             await self.store.end_epoch(self.epoch)
             log.info("channel %s: epoch %s off air", self.config.name, self.epoch.id)
+
+    def _publisher_ended(self, queue: asyncio.Queue[tuple[str, Chunk] | None]) -> None:
+        """Publishing stopped: stop encoding too, and free an encoder waiting on the queue.
+
+        The publisher only ends early on an unexpected error; without this the encode
+        thread would wait forever for room in a queue nobody empties.
+        """
+        self._stopping.set()
+        while not queue.empty():
+            queue.get_nowait()
 
     def _open_encoders(self) -> tuple[list[RenditionEncoder], RenditionEncoder]:
         """Open every encoder (slow: x264 set-up) before the epoch's clock starts."""

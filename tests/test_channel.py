@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from typing import Any
 
 import av
+import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
@@ -167,3 +169,24 @@ async def test_the_channel_rides_out_a_redis_restart() -> None:
             assert await store.current_epoch() == epoch  # announced anew, same URLs
             assert await store.init_segment(epoch.id, "v360") is not None
         await redis.aclose()
+
+
+class BrokenStore(ChannelStore):
+    """A real store whose third chunk hits an unexpected bug."""
+
+    published = 0
+
+    async def publish_chunk(self, *args: Any, **kwargs: Any) -> bool:
+        self.published += 1
+        if self.published == 3:
+            raise ValueError("unexpected")
+        return await super().publish_chunk(*args, **kwargs)
+
+
+async def test_a_publisher_failure_stops_the_channel_instead_of_hanging_it(
+    redis: aioredis.Redis,
+) -> None:
+    config = small_config("broken")
+    channel = LiveChannel(config, BrokenStore(redis, config.name))
+    with pytest.raises(ValueError, match="unexpected"):
+        await asyncio.wait_for(channel.run(), timeout=60)  # bounded: a hang fails the test
