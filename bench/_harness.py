@@ -319,6 +319,7 @@ class _Conn(asyncio.Protocol):
         self.counter = MdatCounter()
         self.chunks: list[float] = []  # wall time (s) each chunk completed
         self.first_byte = 0.0
+        self.last_byte = 0.0
         self.bytes = 0
         self.keep_alive = True
 
@@ -350,6 +351,7 @@ class _Conn(asyncio.Protocol):
         now = time.time()
         if not self.bytes:
             self.first_byte = now
+        self.last_byte = now
         self.bytes += len(body)
         for _ in range(self.counter.feed(body)):
             self.chunks.append(now)
@@ -369,8 +371,8 @@ class LiveViewer:
     """Reads segments ``first .. last`` of one representation, one after the other.
 
     One keep-alive connection (reopened if the server closes it).  For each chunk it
-    records ``(segment, chunk_index, arrival_s)`` and for each segment ``(segment,
-    requested_s, first_byte_s)``; bodies are only counted.
+    records ``(segment, chunk_index, arrival_s)``, for each segment ``(segment,
+    requested_s, first_byte_s)`` and the time of its last byte; bodies are only counted.
     """
 
     def __init__(self, host: str, port: int, prefix: str) -> None:
@@ -379,6 +381,7 @@ class LiveViewer:
         self.prefix = prefix  # e.g. "/t/TOKEN/live/ch/EPOCH/v360"
         self.chunks: list[tuple[int, int, float]] = []
         self.segments: list[tuple[int, float, float]] = []
+        self.last_bytes: dict[int, float] = {}  # segment -> wall time its last byte arrived
         self.bytes = 0
         self.errors: list[str] = []
         self.conn: _Conn | None = None
@@ -398,6 +401,7 @@ class LiveViewer:
         if conn.status != 200:
             raise RuntimeError(f"{path}: status {conn.status}")
         self.segments.append((number, requested, conn.first_byte))
+        self.last_bytes[number] = conn.last_byte
         self.chunks += [(number, k, t) for k, t in enumerate(conn.chunks)]
         self.bytes += conn.bytes
 
