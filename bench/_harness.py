@@ -386,9 +386,9 @@ class LiveViewer:
         self.errors: list[str] = []
         self.conn: _Conn | None = None
 
-    async def get(self, number: int) -> None:
-        path = f"{self.prefix}/{number}.m4s"
-        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
+    async def connect(self) -> _Conn:
+        """The open keep-alive connection, (re)opened when needed (so a bench can open it
+        ahead of the request it times)."""
         conn = self.conn
         if conn is None or conn.lost or not conn.keep_alive:
             if conn is not None and conn.transport is not None:
@@ -396,6 +396,12 @@ class LiveViewer:
             loop = asyncio.get_running_loop()
             _, conn = await loop.create_connection(_Conn, self.host, self.port)
             self.conn = conn
+        return conn
+
+    async def get(self, number: int) -> None:
+        path = f"{self.prefix}/{number}.m4s"
+        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
+        conn = await self.connect()
         requested = time.time()
         await conn.send(request)
         if conn.status != 200:

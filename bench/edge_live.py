@@ -8,9 +8,9 @@ both servers are pinned to CPU 0 (one process / one worker each).
 
 For several successive segments of ``--rep``, alternating edge / nginx (the order
 flips every round, so a drift of the machine's load hurts both alike), N clients
-(1,000; ``--quick``: 200) each open a connection and ask for the *next* segment about
-``--lead`` seconds before its first chunk is due (the origin holds such a request until
-that chunk exists), then read it to its end.  Per node and segment:
+(1,000; ``--quick``: 200) each open a connection, then all ask for the *next* segment
+``--lead`` seconds before it starts (its first chunk is due one chunk later; the origin
+holds such a request until that chunk exists), then read it to its end.  Per node and segment:
 
 - **first byte**: arrival of a client's first body byte minus the production of the
   segment's first chunk (the Redis server's clock in the chunk's event id);
@@ -91,11 +91,15 @@ async def epoch_start_ms(redis_url: str) -> int:
     return epoch.start_ms
 
 
-async def crowd(base: str, prefix: str, count: int, number: int) -> list[LiveViewer]:
-    """``count`` clients, each on its own connection, read segment ``number`` at once."""
+async def crowd(base: str, prefix: str, count: int, number: int, due: float) -> list[LiveViewer]:
+    """``count`` clients, each on its own connection (opened beforehand, so that opening
+    1,000 of them does not delay the requests), read segment ``number``, all asking at
+    wall time ``due``."""
     url = urlsplit(base)
     assert url.hostname is not None and url.port is not None
     viewers = [LiveViewer(url.hostname, url.port, prefix) for _ in range(count)]
+    await asyncio.wait_for(asyncio.gather(*(v.connect() for v in viewers)), CROWD_TIMEOUT_S)
+    await asyncio.sleep(max(0.0, due - time.time()))
     await asyncio.wait_for(
         asyncio.gather(*(v.play(number, number) for v in viewers)), CROWD_TIMEOUT_S
     )
@@ -112,7 +116,8 @@ def figures(viewers: list[LiveViewer], number: int, times: dict[int, list[int]])
         return out
     first_ms, last_ms = chunks[0] + 0.5, chunks[-1] + 0.5  # event ids are whole ms
     ok = [v for v in viewers if not v.errors and number in v.last_bytes]
-    out["first_byte"] = summary([v.segments[0][2] * 1000 - first_ms for v in ok])
+    out["first_byte_all"] = [v.segments[0][2] * 1000 - first_ms for v in ok]
+    out["first_byte"] = summary(out["first_byte_all"])
     out["last_byte"] = summary([v.last_bytes[number] * 1000 - first_ms for v in ok])
     out["after_last_chunk"] = summary([v.last_bytes[number] * 1000 - last_ms for v in ok])
     requested = sorted(v.segments[0][1] for v in ok)
@@ -143,11 +148,10 @@ async def measure(
         for name in order:
             number = await next_segment(redis_url, CHANNEL, epoch, rep)
             due = (start_ms + number * SEGMENT_MS) / 1000 - lead_s
-            await asyncio.sleep(max(0.0, due - time.time()))
             o0 = origin_requests(origin)
             f0 = edge_fetches(nodes["edge"])
             with LoopLag() as lag:
-                viewers = await crowd(nodes[name], prefix, count, number)
+                viewers = await crowd(nodes[name], prefix, count, number, due)
             await asyncio.sleep(0.2)  # the origin counts a response once it has ended
             row = figures(
                 viewers, number, chunk_times(await stored_at(redis_url, CHANNEL, epoch, rep))
@@ -212,7 +216,7 @@ def main() -> None:
     print(
         f"{count} clients per segment, {rounds} segments per node of {args.rep} "
         f"(D {SEGMENT_MS} ms, C {CHUNK_MS} ms), servers on CPU {SERVER_CPUS}; "
-        "figures: median over segments of each segment's p50 / p99"
+        "figures: median over segments of each segment's p50 / p99, and pooled"
     )
     result: dict[str, object] = {"clients": count, "segments_per_node": rounds, "rep": args.rep}
     for name, node_rows in rows.items():
@@ -227,6 +231,10 @@ def main() -> None:
             "last_byte_p99_ms": pooled(node_rows, "last_byte", "p99_ms"),
             "after_last_chunk_p50_ms": pooled(node_rows, "after_last_chunk", "p50_ms"),
             "after_last_chunk_p99_ms": pooled(node_rows, "after_last_chunk", "p99_ms"),
+            "first_byte_p99_per_segment_ms": [r["first_byte"]["p99_ms"] for r in node_rows],
+            "first_byte_pooled": summary(
+                [x for r in node_rows for x in r.get("first_byte_all", [])]
+            ),
             "origin_requests_per_segment": [r["origin_requests"] for r in node_rows],
             "clients_complete": [r["first_byte"]["count"] for r in node_rows],
             "errors": sum(r["errors"] for r in node_rows),
@@ -235,7 +243,9 @@ def main() -> None:
         result[name] = node
         print(
             f"  {name:5}: first byte p50 {node['first_byte_p50_ms']} p99 "
-            f"{node['first_byte_p99_ms']} ms, last byte p50 {node['last_byte_p50_ms']} p99 "
+            f"{node['first_byte_p99_ms']} ms (p99 per segment "
+            f"{node['first_byte_p99_per_segment_ms']}, pooled {node['first_byte_pooled']}), "
+            f"last byte p50 {node['last_byte_p50_ms']} p99 "
             f"{node['last_byte_p99_ms']} ms after the first chunk's production (p99 "
             f"{node['after_last_chunk_p99_ms']} ms after the last chunk's); origin requests per "
             f"segment {node['origin_requests_per_segment']}; errors {node['errors']}"
@@ -252,11 +262,14 @@ def main() -> None:
         n["last_byte_p99_ms"], e["last_byte_p99_ms"]
     )
     result["target_first_byte_ms"] = CHUNK_MS
-    result["target_met"] = bool(e["first_byte_p99_ms"] <= CHUNK_MS and not e["errors"])
+    # strict: the p99 over every client of every segment, not just the median segment's
+    result["target_met"] = bool(e["first_byte_pooled"]["p99_ms"] <= CHUNK_MS and not e["errors"])
     result["nginx_waits_for_segment"] = bool(n["first_byte_p50_ms"] >= SEGMENT_MS - CHUNK_MS)
     result["load_average"] = loadavg()
     print(
-        f"  edge first byte p99 {e['first_byte_p99_ms']} ms vs target ≤ {CHUNK_MS} ms: "
+        f"  edge first byte p99 {e['first_byte_pooled']['p99_ms']} ms over all "
+        f"{e['first_byte_pooled']['count']} client-segments (median segment's p99 "
+        f"{e['first_byte_p99_ms']} ms) vs target ≤ {CHUNK_MS} ms: "
         f"{'met' if result['target_met'] else 'NOT met'}; nginx first byte p50 "
         f"{n['first_byte_p50_ms']} ms "
         f"({result['ratio_nginx_over_edge_first_byte_p50']}x the edge's)"
