@@ -1,7 +1,8 @@
 """Cost per call of the resilience layer: a bare ``grpc.aio`` unary call against the same
 call through the whole stack (client layer + the server's resilience interceptors),
 without and with OpenTelemetry tracing (batching processor, spans dropped by the
-exporter), all in the same run.
+exporter; the layer's head sampler at ``LIVEMESH_TRACE_SAMPLE``, default 0.1, as
+``setup_tracing`` installs it), all in the same run.
 
 Client and server share one process and event loop, so a call's latency and CPU
 hold both sides' work. The handler does nothing (``ListInstances`` answering an
@@ -95,7 +96,7 @@ async def measure(stub: Any, calls: int) -> dict[str, float]:
 async def run_config(name: str, calls: int, exporter: Dropped) -> dict[str, float]:
     provider = None
     if name == "layer_traced":
-        provider = TracerProvider()
+        provider = TracerProvider(sampler=tracing.sampler())
         provider.add_span_processor(BatchSpanProcessor(exporter))
         tracing._tracer = provider.get_tracer("livemesh.resilience")
     try:
@@ -130,7 +131,8 @@ async def main(calls: int, rounds: int) -> dict[str, Any]:
             samples[name].append(figures)
             print(f"round {round_ + 1} {name:>12}: "
                   + ", ".join(f"{k} {v:.0f}" for k, v in figures.items()), flush=True)
-    result: dict[str, Any] = {"calls": calls, "rounds": rounds, "loadavg": loadavg()}
+    result: dict[str, Any] = {"calls": calls, "rounds": rounds, "loadavg": loadavg(),
+                              "trace_sample": tracing.sample_ratio()}
     for name in CONFIGS:
         result[name] = {key: round(statistics.median(s[key] for s in samples[name]), 1)
                         for key in samples[name][0]}

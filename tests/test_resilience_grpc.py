@@ -534,6 +534,43 @@ async def test_one_trace_across_two_hops_with_w3c_traceparent_in_metadata(
     provider.shutdown()
 
 
+async def test_head_sampling_keeps_or_drops_a_trace_whole_and_always_propagates(
+    start: Start, clients: Callable[..., ChannelFactory], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=tracing.sampler(0.0))  # no root is ever sampled
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("livemesh.resilience"))
+    seen = Seen()
+    leaf = await start(seen)
+    factory = clients()
+    hop = await start(specs=[ServiceSpec("livemesh.registry.v1.RegistryService",
+                                         Relay(factory, leaf.target),
+                                         pb_grpc.add_RegistryServiceServicer_to_server)])
+    stub = factory.stub(pb_grpc.RegistryServiceStub, hop.target)
+    await stub.ListInstances(pb.ListInstancesRequest())
+    assert provider.force_flush()
+    assert exporter.get_finished_spans() == ()  # unsampled: nothing recorded on any hop
+    (unsampled,) = [m for m in seen.metadata if "traceparent" in m]
+    # but the context still went along, marked not sampled
+    assert int(unsampled["traceparent"].rsplit("-", 1)[1], 16) & 1 == 0
+
+    # a caller that sampled its trace: every hop follows it, whatever its own ratio
+    root_provider = TracerProvider()
+    root_provider.add_span_processor(BatchSpanProcessor(exporter))
+    with root_provider.get_tracer("test").start_as_current_span("root") as root:
+        await stub.ListInstances(pb.ListInstancesRequest())
+    assert provider.force_flush() and root_provider.force_flush()
+    finished = exporter.get_finished_spans()
+    assert len(finished) == 5  # root, caller -> hop (server, client) -> leaf
+    assert {s.context.trace_id for s in finished} == {root.get_span_context().trace_id}
+    assert all(s.context.trace_flags.sampled for s in finished)
+    sampled = [m for m in seen.metadata if "traceparent" in m][-1]
+    assert int(sampled["traceparent"].rsplit("-", 1)[1], 16) & 1 == 1
+    provider.shutdown()
+    root_provider.shutdown()
+
+
 @pytest.mark.parametrize("code", ["DEADLINE_EXCEEDED", "UNAVAILABLE", "RESOURCE_EXHAUSTED",
                                   "NOT_FOUND", "PERMISSION_DENIED"])
 async def test_a_hop_passes_the_downstream_status_and_details_on(

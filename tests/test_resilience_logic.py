@@ -187,3 +187,18 @@ def test_server_interceptors_read_the_shedding_switches(monkeypatch: pytest.Monk
     assert shedder.limiter.queue.min_wait_s == 0.05
     monkeypatch.setenv("LIVEMESH_LOAD_SHEDDING", "off")
     assert not any(isinstance(i, LoadShedder) for i in server_interceptors())
+
+
+def test_trace_sample_ratio_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    from services.resilience import tracing
+
+    monkeypatch.delenv(tracing.SAMPLE_ENV, raising=False)
+    assert tracing.sample_ratio() == tracing.DEFAULT_SAMPLE == 0.1
+    monkeypatch.setenv(tracing.SAMPLE_ENV, "0.25")
+    assert tracing.sample_ratio() == 0.25
+    monkeypatch.setenv(tracing.SAMPLE_ENV, "7")
+    assert tracing.sample_ratio() == 1.0
+    assert isinstance(tracing.sampler(), ParentBased)
+    assert "0.5" in tracing.sampler(0.5).get_description()

@@ -22,24 +22,34 @@ class Bulkhead:
         self._slots = asyncio.Semaphore(max_concurrent)
         self.in_use = 0
 
-    @contextlib.asynccontextmanager
-    async def slot(self, wait_s: float | None = None) -> AsyncIterator[None]:
-        """Hold one slot for the body; ``wait_s`` (at most ``max_wait_s``) bounds the wait."""
-        wait = self.max_wait_s if wait_s is None else max(0.0, min(wait_s, self.max_wait_s))
-        if self._slots.locked():
+    async def acquire(self, wait_s: float | None = None) -> None:
+        """Take one slot; ``wait_s`` (at most ``max_wait_s``) bounds the wait. Pair with
+        :meth:`release` (the per-call path uses these rather than :meth:`slot`, whose
+        generator-based context manager costs more than the slot itself)."""
+        slots = self._slots
+        if slots.locked():
+            wait = self.max_wait_s if wait_s is None else max(0.0, min(wait_s, self.max_wait_s))
             if wait <= 0:
                 raise BulkheadFull(f"all {self.max_concurrent} slots busy")
             try:
-                await asyncio.wait_for(self._slots.acquire(), wait)
+                await asyncio.wait_for(slots.acquire(), wait)
             except TimeoutError:
                 raise BulkheadFull(
                     f"all {self.max_concurrent} slots busy for {wait * 1000:.0f} ms"
                 ) from None
         else:
-            await self._slots.acquire()
+            await slots.acquire()
         self.in_use += 1
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._slots.release()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, wait_s: float | None = None) -> AsyncIterator[None]:
+        """Hold one slot for the body; ``wait_s`` (at most ``max_wait_s``) bounds the wait."""
+        await self.acquire(wait_s)
         try:
             yield
         finally:
-            self.in_use -= 1
-            self._slots.release()
+            self.release()

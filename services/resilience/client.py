@@ -108,21 +108,27 @@ class Dependency:
         timeout: float | None, metadata: Any,
     ) -> Any:
         policy = self.policies.policy(method)
-        with tracing.client_span(method, self.name) as span:
+        span, token = tracing.start_client(method, self.name)
+        try:
             try:
                 result = await self._bounded(method, policy, invoke, request, timeout, metadata)
             except grpc.aio.AioRpcError as error:
                 code = error.code()
-                metrics.CALLS.labels(self.name, method, code.name).inc()
+                metrics.child(metrics.CALLS, self.name, method, code.name).inc()
                 tracing.record_status(span, code)
                 if policy.fallback is None or code not in FALLBACK_ON:
                     raise
-                metrics.FALLBACKS.labels(self.name, method).inc()
+                metrics.child(metrics.FALLBACKS, self.name, method).inc()
                 span.set_attribute("livemesh.fallback", True)
                 answer = policy.fallback(request)
-                return await answer if inspect.isawaitable(answer) else answer
-            metrics.CALLS.labels(self.name, method, "OK").inc()
-            return result
+                result = await answer if inspect.isawaitable(answer) else answer
+            else:
+                metrics.child(metrics.CALLS, self.name, method, "OK").inc()
+        except BaseException as error:
+            tracing.end(span, token, error)
+            raise
+        tracing.end(span, token)
+        return result
 
     async def _bounded(
         self, method: str, policy: MethodPolicy, invoke: Callable[[Endpoint], Any],
@@ -141,13 +147,17 @@ class Dependency:
             except TimeoutError:
                 raise local_error(grpc.StatusCode.UNAVAILABLE,
                                   f"{self.name}: no instance resolved") from None
+        bulkhead = self.bulkhead
         try:
-            async with self.bulkhead.slot(deadline - time.monotonic()):
-                return await self._attempts(method, policy, invoke, request, deadline, md)
+            await bulkhead.acquire(deadline - time.monotonic())
         except BulkheadFull as full:
             metrics.BULKHEAD_REJECTED.labels(self.name).inc()
             raise local_error(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"{self.name}: bulkhead full: {full}") from None
+        try:
+            return await self._attempts(method, policy, invoke, request, deadline, md)
+        finally:
+            bulkhead.release()
 
     async def _attempts(
         self, method: str, policy: MethodPolicy, invoke: Callable[[Endpoint], Any],
@@ -194,11 +204,13 @@ class Dependency:
     ) -> float | None:
         if not (self.config.hedging and policy.read_only):
             return None
+        if not self.balancer.has_other(endpoint.address):
+            return None  # no other instance to hedge to: skip the p95 (a sort of 256)
         tracker = self.latency.get(method)
         p95 = tracker.p95() if tracker is not None else None
         if p95 is None or time.monotonic() + p95 >= deadline:
             return None
-        return p95 if self.balancer.has_other(endpoint.address) else None
+        return p95
 
     async def _attempt(
         self, method: str, invoke: Callable[[Endpoint], Any], endpoint: Endpoint,
@@ -214,7 +226,7 @@ class Dependency:
         except grpc.aio.AioRpcError as error:
             code = error.code()
             elapsed = time.monotonic() - start
-            metrics.ATTEMPTS.labels(self.name, method, code.name).inc()
+            metrics.child(metrics.ATTEMPTS, self.name, method, code.name).inc()
             self.breaker.record(code in FAILURES, elapsed)
             self.balancer.record(endpoint, code in FAILURES)
             raise
@@ -222,7 +234,7 @@ class Dependency:
             self.breaker.release()
             raise
         elapsed = time.monotonic() - start
-        metrics.ATTEMPTS.labels(self.name, method, "OK").inc()
+        metrics.child(metrics.ATTEMPTS, self.name, method, "OK").inc()
         self.breaker.record(False, elapsed)
         self.balancer.record(endpoint, False)
         self.latency.setdefault(method, LatencyTracker()).add(elapsed)

@@ -5,6 +5,8 @@ One registry of its own, so a process exposes exactly these (and tests read them
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -55,6 +57,19 @@ EJECTIONS = Counter(
     "livemesh_outlier_ejections", "Instances ejected as outliers", ["dependency"],
     registry=REGISTRY,
 )
+
+
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once: ``labels()`` takes a lock and builds a
+    key on every call, which the per-call path should not pay."""
+    key = (metric, values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
 
 
 def render() -> bytes:

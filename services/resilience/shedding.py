@@ -50,6 +50,7 @@ class LoadShedder(grpc.aio.ServerInterceptor):
         prio = declared if sent is None else min(sent, declared)
         sent_timeout = sent_timeout_from(handler_call_details.invocation_metadata)
         limiter = self.limiter
+        limit_gauge = metrics.child(metrics.LIMIT, self.name)
 
         def unary(behaviour: Unary) -> Unary:
             async def handle(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
@@ -59,7 +60,7 @@ class LoadShedder(grpc.aio.ServerInterceptor):
                     if remaining is not None:
                         waited = max(0.0, sent_timeout - remaining)
                 if not limiter.try_acquire(prio, waited):
-                    metrics.SHED.labels(method, prio.name).inc()
+                    metrics.child(metrics.SHED, method, prio.name).inc()
                     why = (f"queued {waited * 1000:.0f} ms" if limiter.queue.shedding
                            and waited is not None and waited > limiter.queue.target_s()
                            else f"concurrency limit {limiter.limit:.0f}")
@@ -72,7 +73,7 @@ class LoadShedder(grpc.aio.ServerInterceptor):
                     return result
                 finally:
                     limiter.release(time.monotonic() - start, sample, waited or 0.0)
-                    metrics.LIMIT.labels(self.name).set(limiter.limit)
+                    limit_gauge.set(limiter.limit)
 
             return handle
 
