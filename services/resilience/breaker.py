@@ -38,6 +38,8 @@ class CircuitBreaker:
         self.on_change = on_change
         self.state = State.CLOSED
         self._window: deque[tuple[bool, bool]] = deque(maxlen=window)  # (failed, slow)
+        self._failures = 0  # in the window, kept as outcomes come and go (O(1) per call)
+        self._slows = 0
         self._opened_at = 0.0
         self._probes_out = 0
         self._probes_ok = 0
@@ -50,6 +52,7 @@ class CircuitBreaker:
             self._probes_out = self._probes_ok = 0
         if new is State.CLOSED:
             self._window.clear()
+            self._failures = self._slows = 0
         if old is not new and self.on_change is not None:
             self.on_change(old, new)
 
@@ -87,13 +90,18 @@ class CircuitBreaker:
             return
         if self.state is State.OPEN:
             return  # an attempt from before the trip; the window restarts on closing
-        self._window.append((failed, slow))
-        n = len(self._window)
+        window = self._window
+        if len(window) == window.maxlen:
+            gone_failed, gone_slow = window[0]  # pushed out by the append below
+            self._failures -= gone_failed
+            self._slows -= gone_slow
+        window.append((failed, slow))
+        self._failures += failed
+        self._slows += slow
+        n = len(window)
         if n < self.min_calls:
             return
-        failures = sum(1 for f, _ in self._window if f)
-        slows = sum(1 for _, s in self._window if s)
-        if failures / n >= self.failure_rate or slows / n >= self.slow_rate:
+        if self._failures / n >= self.failure_rate or self._slows / n >= self.slow_rate:
             self._set_state(State.OPEN)
 
     def rates(self) -> tuple[float, float]:
@@ -101,4 +109,4 @@ class CircuitBreaker:
         n = len(self._window)
         if not n:
             return 0.0, 0.0
-        return (sum(1 for f, _ in self._window if f) / n, sum(1 for _, s in self._window if s) / n)
+        return self._failures / n, self._slows / n

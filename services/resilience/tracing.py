@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -27,7 +28,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.resilience.handlers import Stream, Unary, method_of, wrap
 
@@ -35,8 +35,6 @@ SAMPLE_ENV = "LIVEMESH_TRACE_SAMPLE"
 DEFAULT_SAMPLE = 0.1
 
 _tracer = trace.get_tracer("livemesh.resilience")
-# W3C trace context, looked up once (not through the global propagator on every call)
-_w3c = TraceContextTextMapPropagator()
 _TRACEPARENT = "traceparent"
 _TRACESTATE = "tracestate"
 
@@ -81,18 +79,36 @@ def inject(metadata: list[tuple[str, str]]) -> None:
 
 
 _ROOT = Context()
+# W3C trace-context level 1: version-traceid-spanid-flags (a later version may add fields)
+_TRACEPARENT_RE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 
 
 def extract(metadata: Any) -> Context:
     """The caller's trace context from inbound metadata (an empty context, so a root
-    span, when it sent none)."""
-    carrier: dict[str, str] | None = None
+    span, when it sent none or an invalid one)."""
+    parent = tracestate = None
     for key, value in metadata or ():
-        if key in (_TRACEPARENT, _TRACESTATE) and isinstance(value, str):
-            if carrier is None:
-                carrier = {}
-            carrier[key] = value
-    return _ROOT if carrier is None else _w3c.extract(carrier)
+        if key == _TRACEPARENT:
+            parent = value
+        elif key == _TRACESTATE:
+            tracestate = value
+    if not isinstance(parent, str):
+        return _ROOT
+    match = _TRACEPARENT_RE.fullmatch(parent)
+    if match is None:
+        return _ROOT
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
+        return _ROOT
+    span_context = trace.SpanContext(
+        int(trace_id, 16), int(span_id, 16), is_remote=True,
+        trace_flags=trace.TraceFlags(int(flags, 16)),
+        trace_state=(trace.TraceState.from_header([tracestate])
+                     if isinstance(tracestate, str) else None),
+    )
+    if not span_context.is_valid:
+        return _ROOT
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context), _ROOT)
 
 
 _client_attributes: dict[tuple[str, str], dict[str, str]] = {}
