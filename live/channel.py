@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge, start_http_server
 from redis.exceptions import RedisError
 
 from live.encode import AudioEncoder, EncodedUnit, RenditionEncoder, VideoEncoder
-from live.ladder import ChannelConfig
+from live.ladder import DEFAULT_VIDEO_LADDER, ChannelConfig, VideoRung
 from live.package import Chunk, ChunkPackager
 from live.source import AAC_FRAME_SAMPLES, ChannelSource, SyntheticSource, TestPattern, Tone
 from live.state import ChannelStore, Epoch
@@ -254,6 +254,18 @@ def synthetic_source(config: ChannelConfig) -> SyntheticSource:
     )
 
 
+def select_rungs(names: str) -> tuple[VideoRung, ...]:
+    """The default ladder, or the named subset of it (e.g. ``"v480,v360"``)."""
+    if not names:
+        return DEFAULT_VIDEO_LADDER
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {r.name: r for r in DEFAULT_VIDEO_LADDER}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SystemExit(f"livemesh channel: unknown rungs {unknown}; known: {sorted(known)}")
+    return tuple(known[n] for n in wanted)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="livemesh channel", description="run a live channel")
     parser.add_argument("name", help="channel name, e.g. demo")
@@ -264,12 +276,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-ms", type=int, default=200)
     parser.add_argument("--window-s", type=int, default=60)
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    parser.add_argument(
+        "--rungs",
+        default=os.environ.get("LIVEMESH_RUNGS", ""),
+        help="comma-separated video rungs of the default ladder to encode "
+        f"(default: all of {', '.join(r.name for r in DEFAULT_VIDEO_LADDER)}; env LIVEMESH_RUNGS)",
+    )
     args = parser.parse_args(argv)
+    video = select_rungs(args.rungs)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="127.0.0.1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ChannelConfig(
-        args.name, segment_ms=args.segment_ms, chunk_ms=args.chunk_ms, window_s=args.window_s
+        args.name,
+        video=video,
+        segment_ms=args.segment_ms,
+        chunk_ms=args.chunk_ms,
+        window_s=args.window_s,
     )
     asyncio.run(_run(config, args.redis_url))
     return 0

@@ -106,6 +106,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+# a kill target that always hits viewers: the edge that has served most (CPU time), since
+# press-play's ranking decides at run time which edge the players were given first
+BUSIEST_EDGE = "busiest-edge"
+
+
 @dataclass
 class ChaosLog:
     at_s: float
@@ -124,7 +129,12 @@ class ChaosRunner:
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)  # restarted redis
 
     def find(self, name: str) -> list[StackProcess]:
-        return [p for p in stack_processes(self.root) if name in p.names]
+        """The processes a target names; ``busiest-edge`` is the edge serving the most now."""
+        processes = stack_processes(self.root)
+        if name == BUSIEST_EDGE:
+            edges = [p for p in processes if "edge" in p.names and "shield" not in p.names]
+            return [max(edges, key=lambda p: cpu_seconds(p.pid))] if edges else []
+        return [p for p in processes if name in p.names]
 
     def _note(self, t: float, event: ChaosEvent, detail: str) -> None:
         self.log.append(ChaosLog(round(t, 3), event.action, event.target or event.match, detail))

@@ -1,5 +1,5 @@
 """``livemesh loadtest run smoke`` against the real stack on loopback: a few hundred players,
-a flash crowd and edge-1 killed mid-run (loadrig/profiles/smoke.toml)."""
+a flash crowd and the busiest edge killed mid-run (loadrig/profiles/smoke.toml)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def test_smoke_profile_players_fail_over_and_the_origin_sees_each_object_once(
 ) -> None:
     out = tmp_path / "report"
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # its own embedded Redis
+    # the profile's devices play v480 and v360 only: encoding 720p too would just take CPU
+    # from the players and the stack, which share this machine's two cores
+    env["LIVEMESH_RUNGS"] = "v480,v360"
     run = subprocess.run(
         [sys.executable, "-m", "livemesh.cli", "loadtest", "run", "smoke", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=220,
@@ -29,15 +32,15 @@ def test_smoke_profile_players_fail_over_and_the_origin_sees_each_object_once(
     s = results["summary"]
     detail = f"{s}\n{run.stdout[-1500:]}"
 
-    # the profile ran: a flash crowd on top of a ramp, edge-1 killed
+    # the profile ran: a flash crowd on top of a ramp, the busiest edge killed
     assert s["peak_viewers"] >= 250, detail
     kill = [e for e in results["chaos"] if e["action"] == "kill"]
-    assert kill and kill[0]["target"] == "edge-1" and "SIGKILL" in kill[0]["detail"], detail
+    assert kill and kill[0]["target"] == "busiest-edge" and "SIGKILL" in kill[0]["detail"], detail
 
     # viewers played: nearly all started, none gave up
     assert s["started"] >= 0.9 * s["players"], detail
     assert s["failed"] == 0, detail
-    # the viewers on edge-1 moved to the next edge they were given and played on...
+    # the viewers on the killed edge moved to the next edge they were given and played on...
     assert s["failovers"]["players"] > 0, detail
     assert s["failovers"]["then_played"] == s["failovers"]["players"], detail
     # ...with no stall longer than their buffer (the live delay behind the edge): the next
@@ -46,7 +49,7 @@ def test_smoke_profile_players_fail_over_and_the_origin_sees_each_object_once(
     assert s["failovers"]["gap_s"]["max"] < buffer, detail
     assert s["failovers"]["stall_s"]["max"] < buffer, detail
     assert s["failovers"]["stalls_longer_than_buffer"] == 0, detail
-    assert s["latency_s"]["p50"] < 3.0, detail
+    assert s["latency_s"]["p50"] < buffer + 2.0, detail  # near the live delay it aims for
 
     # one origin request per object (one shield), whatever the crowd and the failover
     per_object = s["origin_per_object"]
