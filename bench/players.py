@@ -144,7 +144,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--settle", type=float, default=8.0, help="seconds before the window")
     parser.add_argument("--rep", default="v360")
+    parser.add_argument("--quick", action="store_true", help="300 players, a 5 s window")
     args = parser.parse_args()
+    if args.quick:
+        args.players, args.seconds, args.settle = 300, 5.0, 6.0
     raise_fd_limit(args.players * 2 + 1024)
     print(f"load average at start: {loadavg()}", flush=True)
     import uvloop
