@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -35,6 +34,7 @@ import httptools
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from livemesh.processes import stop_processes  # noqa: E402
 from livemesh.stack import free_port, wait_ready  # noqa: E402
 
 __all__ = ["ROOT", "free_port", "wait_ready"]
@@ -132,16 +132,7 @@ class Procs:
                 raise SystemExit(f"{name} exited with {proc.returncode}")
 
     def stop(self) -> None:
-        for _name, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for _name, proc in reversed(self.children):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes([proc for _name, proc in reversed(self.children)], STOP_GRACE_S)
         self.children.clear()
 
     def __enter__(self) -> Procs:

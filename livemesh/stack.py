@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from livemesh.processes import stop_processes
 from livemesh.redis_server import EmbeddedRedis, configured_redis_url
 from livemesh.tokens import TokenSigner
 
@@ -129,16 +130,7 @@ class Stack:
     def stop(self) -> None:
         """SIGTERM every child, newest first; SIGKILL any still alive after the grace period."""
         self.stopping.set()
-        for _name, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for _name, proc in reversed(self.children):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes([proc for _name, proc in reversed(self.children)], STOP_TIMEOUT_S)
 
 
 def run(topology_path: Path, free_ports: bool) -> int:
