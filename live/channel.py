@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
@@ -52,6 +53,7 @@ CHUNKS_PUBLISHED = Counter(
 QUEUED_SEGMENTS = 2  # chunks in flight between encoder and Redis, in segments' worth
 
 HandOver = Callable[[str, Chunk], None]
+HAND_OVER_POLL_S = 0.5  # how often a blocked hand-over checks for a stop
 
 
 @dataclass
@@ -101,19 +103,40 @@ class LiveChannel:
         )
         publisher = asyncio.create_task(self._publish(queue, inits))
         publisher.add_done_callback(lambda _: self._publisher_ended(queue))
-        loop = asyncio.get_running_loop()
-
-        def hand_over(rep: str, chunk: Chunk) -> None:
-            asyncio.run_coroutine_threadsafe(queue.put((rep, chunk)), loop).result()
-
+        hand_over = self._hand_over_to(queue, asyncio.get_running_loop())
         try:
             await asyncio.to_thread(self._encode_loop, video, audio, hand_over)
         finally:
+            # cancelled (the thread is not): stop it, or it would outlive the loop
+            self._stopping.set()
             if not publisher.done():
                 await queue.put(None)
             await publisher  # raises what stopped it early, if anything
             await self.store.end_epoch(self.epoch)
             log.info("channel %s: epoch %s off air", self.config.name, self.epoch.id)
+
+    def _hand_over_to(
+        self, queue: asyncio.Queue[tuple[str, Chunk] | None], loop: asyncio.AbstractEventLoop
+    ) -> HandOver:
+        """How the encode thread queues a chunk for the publisher on ``loop``.
+
+        It waits for room (back-pressure), but never past a stop: a chunk still
+        waiting once the channel is stopping is dropped, so the thread always ends,
+        even when the loop that should take the chunk has gone.
+        """
+
+        def hand_over(rep: str, chunk: Chunk) -> None:
+            queued = asyncio.run_coroutine_threadsafe(queue.put((rep, chunk)), loop)
+            while True:
+                try:
+                    queued.result(timeout=HAND_OVER_POLL_S)
+                    return
+                except concurrent.futures.TimeoutError:
+                    if self._stopping.is_set():
+                        queued.cancel()
+                        return
+
+        return hand_over
 
     def _publisher_ended(self, queue: asyncio.Queue[tuple[str, Chunk] | None]) -> None:
         """Publishing stopped: stop encoding too, and free an encoder waiting on the queue.

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 BROADCAST_RGB = (230, 40, 200)  # a magenta no slate has
 SLATE_MAX_BRIGHTNESS = 60  # the slate's centre is dark blue-grey
+SEGMENTS_TO_WAIT = 10  # a channel on air completes a segment every segment duration
 
 
 @contextlib.asynccontextmanager
@@ -65,24 +66,32 @@ async def ingest_server(
 
 
 async def next_segment_centre(store: ChannelStore, rep: str = "v360") -> tuple[int, np.ndarray]:
-    """The first segment of ``rep`` wholly captured from now on: its number and centre colour."""
+    """The first segment of ``rep`` wholly captured from now on: its number and centre colour.
+
+    Fails (``TimeoutError``) when no such segment completes within a few segments'
+    time: the channel stopped, or moved to another epoch.
+    """
     epoch = await store.current_epoch()
     config = await store.get_config()
     assert epoch is not None and config is not None
     since_ms = clock.now_ms()
-    async for event in store.events():
-        starts_ms = epoch.start_ms + event.segment * config.segment_ms
-        if event.epoch == epoch.id and event.rep == rep and event.last and starts_ms >= since_ms:
-            init = await store.init_segment(epoch.id, rep)
-            chunks, _ = await store.chunks(epoch.id, rep, event.segment)
-            assert init is not None
-            with av.open(io.BytesIO(init + b"".join(chunks)), "r") as container:
-                frames = list(container.decode(video=0))
-            picture = frames[len(frames) // 2].to_ndarray(format="rgb24")
-            h, w = picture.shape[:2]
-            centre = picture[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3]
-            return event.segment, centre.reshape(-1, 3).mean(axis=0)
-    raise AssertionError("the event stream ended")
+    async with asyncio.timeout(SEGMENTS_TO_WAIT * config.segment_ms / 1000):
+        async for event in store.events():
+            starts_ms = epoch.start_ms + event.segment * config.segment_ms
+            wanted = event.epoch == epoch.id and event.rep == rep and event.last
+            if wanted and starts_ms >= since_ms:
+                break
+        else:
+            raise AssertionError("the event stream ended")
+    init = await store.init_segment(epoch.id, rep)
+    chunks, _ = await store.chunks(epoch.id, rep, event.segment)
+    assert init is not None
+    with av.open(io.BytesIO(init + b"".join(chunks)), "r") as container:
+        frames = list(container.decode(video=0))
+    picture = frames[len(frames) // 2].to_ndarray(format="rgb24")
+    h, w = picture.shape[:2]
+    centre = picture[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3]
+    return event.segment, centre.reshape(-1, 3).mean(axis=0)
 
 
 def is_broadcast(rgb: np.ndarray) -> bool:

@@ -36,6 +36,7 @@ from tests.test_ingest_whip import make_offer, publishing
 CALM_KEY = "calm-secret-key"
 BAD_KEY = "bad-secret-key"
 MAX_CHUNK_GAP_MS = 3000  # chunks are 200 ms; a starved channel stops for 5 s or more
+ATTEMPT_TIMEOUT_S = 30  # a refused attempt is answered at once; this only bounds a failure
 
 
 @contextlib.asynccontextmanager
@@ -83,7 +84,8 @@ async def test_a_flood_of_session_attempts_gets_429_and_503_and_the_live_channel
 
         async def attempts(client_ip: str, count: int) -> None:
             connector = aiohttp.TCPConnector(local_addr=(client_ip, 0), force_close=True)
-            async with aiohttp.ClientSession(connector=connector) as flooder:
+            limit = aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S)
+            async with aiohttp.ClientSession(connector=connector, timeout=limit) as flooder:
 
                 async def attempt() -> None:
                     async with flooder.post(
@@ -102,7 +104,8 @@ async def test_a_flood_of_session_attempts_gets_429_and_503_and_the_live_channel
         async def rtmp_connection() -> bool:
             """A connection that never speaks: True if it was closed on us at once."""
             assert server.rtmp is not None
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.rtmp.port)
+            connecting = asyncio.open_connection("127.0.0.1", server.rtmp.port)
+            reader, writer = await asyncio.wait_for(connecting, ATTEMPT_TIMEOUT_S)
             try:
                 return await asyncio.wait_for(reader.read(1), 3) == b""
             except (TimeoutError, ConnectionError):
