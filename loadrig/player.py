@@ -1,18 +1,22 @@
 """The virtual LL-DASH player: one coroutine per viewer, bodies counted, never kept.
 
-:func:`play` does what dash.js does at the live edge: press play through the gateway
-(``StartPlayback`` → ranked, signed edge URLs), fetch the MPD, sync its clock with
-``/time``, fetch the init segments, then request each segment when its first chunk is
-due and read its chunks as they arrive (HTTP/1.1 chunked transfer).  The buffer model
+:meth:`Player.run` does what dash.js does at the live edge: press play through the
+gateway (``StartPlayback`` → ranked, signed edge URLs), fetch the MPD, sync its clock
+with ``/time``, fetch the init segments, then request each segment when its first chunk
+is due and read its chunks as they arrive (HTTP/1.1 chunked transfer).  The buffer model
 and the rung choice live in :mod:`loadrig.abr`.  When an edge fails (connection error,
 error status, no complete segment within ``segment_timeout_s``) the player moves to the
 next URL it was given and carries on from the same segment.
 
 Segments go over raw keep-alive asyncio connections with the llhttp response parser
-(``httptools``, in C), one per track, like the edge bench's viewers (bench/_harness.py);
-a chunk's arrival is seen from the box headers, and only a ``prft`` box (32 bytes) is
-kept, to read the encoder's wall clock of the chunk.  Per chunk the player updates its
-buffer in the protocol callback; the coroutine wakes once per segment.
+(``httptools``, in C), one per track, like the edge bench's viewers (bench/_harness.py).
+A player's cost is per chunk (five a second per track with 200 ms chunks), so that path
+runs in the protocol callback with no task, timer or copy of its own: the scanner sees
+a chunk's arrival from the box headers (a read inside an ``mdat`` is one comparison),
+keeps only the 32-byte ``prft`` box and hands it over undecoded (the player decodes the
+first of each segment, the one it measures delivery latency by), and the player updates
+its buffer.  The coroutine wakes twice per segment (due, complete); a segment's fetches
+are futures the protocol completes, not tasks.
 """
 
 from __future__ import annotations
@@ -41,10 +45,14 @@ RETRY_ROUNDS = 3  # times every edge URL is tried before the player gives up
 START_ATTEMPTS = 6  # presses of play before a viewer gives up
 START_BACKOFF_S = 0.5
 TOO_EARLY_RETRIES = 5  # a segment not there yet: asked again this often, then next edge
+MAX_PRFT_BYTES = 64  # a prft box is 28 or 32 bytes; it is the one box read whole
+_BOX_HEADER = struct.Struct(">I4s")
+_LARGE_SIZE = struct.Struct(">Q")
 
 
-# (ordinal in the segment, bytes of the chunk, seconds from its first to last byte, prft ms)
-ChunkCallback = Callable[[int, int, float, int], None]
+# (ordinal in the segment, bytes of the chunk, seconds from its first to last byte, the
+# chunk's prft box or b"": decoded by the callback only when it uses it)
+ChunkCallback = Callable[[int, int, float, bytes], None]
 
 
 class PlayerError(Exception):
@@ -90,77 +98,90 @@ class BoxScanner:
     """Follows top-level ISO-BMFF boxes across reads; reports each completed chunk.
 
     A chunk is ``[prft] moof mdat``; when its ``mdat`` ends, ``on_chunk(ordinal, nbytes,
-    burst_s, prft_ms)`` is called.  Only box headers and the ``prft`` box are kept.
+    burst_s, prft)`` is called.  Positions are kept as offsets into the body, so a read
+    that lies inside a box's payload (most of an ``mdat``) costs one comparison; only an
+    incomplete box header, or an incomplete ``prft`` box (32 bytes), is carried over to
+    the next read.
     """
 
     __slots__ = (
-        "chunk_bytes",
+        "chunk_at",
+        "chunk_open",
         "chunk_start",
         "count",
-        "head",
-        "keep",
+        "in_mdat",
+        "next_box",
+        "offset",
         "on_chunk",
-        "prft_ms",
-        "remaining",
-        "type",
+        "pending",
+        "prft",
     )
 
     def __init__(self, on_chunk: ChunkCallback) -> None:
         self.on_chunk = on_chunk
-        self.head = b""
-        self.remaining = 0
-        self.type = b""
-        self.keep = b""  # the prft box being read
-        self.prft_ms = 0
+        self.offset = 0  # body bytes fed so far
+        self.next_box = 0  # body offset of the next box header
+        self.pending = b""  # the unfinished header (or prft box) at the end of the last read
+        self.in_mdat = False  # the box ending at next_box is an mdat: its end ends a chunk
+        self.chunk_open = False
+        self.chunk_at = 0  # body offset where the current chunk began
+        self.chunk_start = 0.0  # when its first box header arrived
+        self.prft = b""
         self.count = 0
-        self.chunk_start = 0.0
-        self.chunk_bytes = 0
 
     def feed(self, data: bytes, now: float) -> None:
-        view = memoryview(data)
-        while view:
-            if self.remaining:
-                take = min(self.remaining, len(view))
-                if self.type == b"prft":
-                    self.keep += bytes(view[:take])
-                self.remaining -= take
-                self.chunk_bytes += take
-                view = view[take:]
-                if not self.remaining:
-                    self._box_done(now)
-                continue
-            need = 16 if len(self.head) >= 8 and self.head[:4] == b"\0\0\0\1" else 8
-            take = min(need - len(self.head), len(view))
-            self.head += bytes(view[:take])
-            view = view[take:]
-            if len(self.head) < need or (need == 8 and self.head[:4] == b"\0\0\0\1"):
-                continue
-            size = struct.unpack(">I", self.head[:4])[0]
+        offset = self.offset + len(data)
+        self.offset = offset
+        next_box = self.next_box
+        if next_box > offset:
+            return  # inside a payload
+        start = offset - len(data) - len(self.pending)  # body offset of data[0]
+        if self.pending:
+            data, self.pending = self.pending + data, b""
+        end = len(data)
+        while next_box <= offset:
+            if self.in_mdat:
+                self.in_mdat = False
+                self._chunk_done(next_box, now)
+            pos = next_box - start
+            if end - pos < 8:
+                self.pending = data[pos:]
+                break
+            size, kind = _BOX_HEADER.unpack_from(data, pos)
+            header = 8
             if size == 1:
-                size = struct.unpack(">Q", self.head[8:16])[0]
-            self.type = self.head[4:8]
-            if self.type in (b"prft", b"moof") and (self.type == b"prft" or not self.keep):
-                self.chunk_start = now
-                self.chunk_bytes = 0
-            if self.type == b"prft":
-                self.keep = self.head
-            self.chunk_bytes += len(self.head)
-            self.remaining = max(0, size - len(self.head))
-            self.head = b""
-            if not self.remaining:
-                self._box_done(now)
+                if end - pos < 16:
+                    self.pending = data[pos:]
+                    break
+                (size,) = _LARGE_SIZE.unpack_from(data, pos + 8)
+                header = 16
+            if size < header:
+                raise ValueError(f"box {kind!r} of size {size} at body offset {next_box}")
+            if kind == b"mdat":
+                self.in_mdat = True
+            elif kind == b"prft":
+                if size > MAX_PRFT_BYTES:
+                    raise ValueError(f"prft box of {size} bytes at body offset {next_box}")
+                if end - pos < size:
+                    self.pending = data[pos:]
+                    break
+                self.prft = data[pos : pos + size]
+                self._chunk_opens(next_box, now)
+            elif kind == b"moof" and not self.chunk_open:
+                self._chunk_opens(next_box, now)
+            next_box += size
+        self.next_box = next_box
 
-    def _box_done(self, now: float) -> None:
-        if self.type == b"prft":
-            try:
-                self.prft_ms = read_prft_wallclock_ms(self.keep)
-            except (StopIteration, struct.error):
-                self.prft_ms = 0
-        elif self.type == b"mdat":
-            self.on_chunk(self.count, self.chunk_bytes, now - self.chunk_start, self.prft_ms)
-            self.count += 1
-            self.keep = b""
-            self.prft_ms = 0
+    def _chunk_opens(self, at: int, now: float) -> None:
+        self.chunk_open = True
+        self.chunk_at = at
+        self.chunk_start = now
+
+    def _chunk_done(self, end: int, now: float) -> None:
+        self.on_chunk(self.count, end - self.chunk_at, now - self.chunk_start, self.prft)
+        self.count += 1
+        self.chunk_open = False
+        self.prft = b""
 
 
 class SegmentConnection(asyncio.Protocol):
@@ -246,9 +267,8 @@ class EdgeLink:
         self.port = port
         self.conn: SegmentConnection | None = None
 
-    async def get(
-        self, path: str, scanner: BoxScanner | None, timeout_s: float
-    ) -> SegmentConnection:
+    async def connect(self, timeout_s: float) -> SegmentConnection:
+        """The open keep-alive connection, (re)opened if the last one was closed."""
         conn = self.conn
         if conn is None or conn.lost or not conn.keep_alive:
             if conn is not None:
@@ -259,8 +279,17 @@ class EdgeLink:
             )
             self.conn = conn
         assert conn is not None
-        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
-        await conn.send(request, scanner, timeout_s)
+        return conn
+
+    def request(self, path: str) -> bytes:
+        return f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
+
+    async def get(
+        self, path: str, scanner: BoxScanner | None, timeout_s: float
+    ) -> SegmentConnection:
+        """GET ``path``; the connection, its status and byte count set, once the body ended."""
+        conn = await self.connect(timeout_s)
+        await conn.send(self.request(path), scanner, timeout_s)
         return conn
 
     def close(self) -> None:
@@ -338,6 +367,7 @@ class Player:
         self.failed_at: float | None = None  # when the last edge failed, until new media
         self.inits: dict[str, str] = {}  # track -> rung whose init segment was read
         self.stale_mpd = False  # an epoch change was seen: read the MPD again
+        self.kinds: tuple[str, ...] = ("video",)  # the tracks played: media plays once in all
 
     def now(self) -> float:
         return time.time() + self.offset_s
@@ -440,6 +470,7 @@ class Player:
         if ctx.settings.audio and mpd.audio is not None:
             tracks.append(("audio", mpd.audio))
         self.links = [EdgeLink(split.hostname, split.port) for _ in tracks]
+        self.kinds = tuple(kind for kind, _track in tracks)
         audio_rung = mpd.audio.rungs[0][0] if mpd.audio is not None else ""
         inits = self.inits
         if self.number < 0:
@@ -502,14 +533,16 @@ class Player:
         """Fetch segment ``self.number`` of every track at once, chunk by chunk."""
         rec, mpd, number = self.rec, self.mpd, self.number
         assert mpd is not None
+        timeout_s = self.ctx.settings.segment_timeout_s
         sent = time.time()
-        fetches = []
-        for (kind, track), link in zip(tracks, self.links, strict=True):
+        conns = [await link.connect(timeout_s) for link in self.links]
+        bodies = []
+        for (kind, track), link, conn in zip(tracks, self.links, conns, strict=True):
             path = track.media_path(rungs[kind], number)
             rec.objects.add(path)
             scanner = BoxScanner(self._on_chunk_of(kind, number, mpd))
-            fetches.append(link.get(f"{base}/{path}", scanner, self.ctx.settings.segment_timeout_s))
-        conns = await asyncio.gather(*fetches)
+            bodies.append(conn.send(link.request(f"{base}/{path}"), scanner, timeout_s))
+        await asyncio.gather(*bodies)  # futures, completed by the protocol: no task per fetch
         for conn in conns:
             if conn.status == 410:  # behind the window: a new epoch, most likely
                 self.stale_mpd = True
@@ -526,35 +559,37 @@ class Player:
             rec.latency_s.append(latency)
 
     def _on_chunk_of(self, kind: str, number: int, mpd: LiveManifest) -> ChunkCallback:
-        def on_chunk(ordinal: int, nbytes: int, burst_s: float, prft_ms: int) -> None:
-            now = self.now()
-            end = number * mpd.segment_s + min((ordinal + 1) * mpd.chunk_s, mpd.segment_s)
-            if end > self.track_end.get(kind, 0.0):
-                self.track_end[kind] = end
-            if kind == "video":
+        """The per-chunk update of track ``kind``'s segment ``number``: runs for every chunk
+        of every viewer, in the protocol callback, so it does only the arithmetic it must."""
+        start = number * mpd.segment_s
+        video = kind == "video"
+        track_end = self.track_end
+        rec, buffer = self.rec, self.buffer
+
+        def on_chunk(ordinal: int, nbytes: int, burst_s: float, prft: bytes) -> None:
+            now = time.time() + self.offset_s
+            live_edge = now - mpd.ast_s
+            end = start + min((ordinal + 1) * mpd.chunk_s, mpd.segment_s)
+            if end > track_end.get(kind, 0.0):
+                track_end[kind] = end
+            if video:
                 self.estimate.add(nbytes, burst_s)
-                if ordinal == 0 and prft_ms:
-                    self.rec.delivery_ms.append(now * 1000 - prft_ms)
-            playable = min(
-                self.track_end.get(k, 0.0)
-                for k in ("video", "audio")
-                if k == "video" or (self.ctx.settings.audio and mpd.audio)
-            )
-            buffer = self.buffer
+                if ordinal == 0 and prft:
+                    rec.delivery_ms.append(now * 1000 - read_prft_wallclock_ms(prft))
+            playable = min([track_end.get(k, 0.0) for k in self.kinds])
             if self.failed_at is not None:  # the first media from the next edge
-                buffer.advance(now, self.live_edge(now))
-                self.rec.failover_gaps.append(time.time() - self.failed_at)
+                buffer.advance(now, live_edge)
+                rec.failover_gaps.append(time.time() - self.failed_at)
                 since = buffer.stall_since
-                self.rec.failover_stalls.append(0.0 if since is None else now - since)
+                rec.failover_stalls.append(0.0 if since is None else now - since)
                 self.failed_at = None
             was_started = buffer.playhead is not None
-            buffer.on_media(playable, now, self.live_edge(now))
-            if not was_started and buffer.playhead is not None and self.rec.startup_s is None:
-                self.rec.startup_s = time.time() - self.pressed
-            self.rec.state = (
-                "playing"
-                if buffer.playing
-                else ("stalled" if buffer.playhead is not None else "starting")
-            )
+            buffer.on_media(playable, now, live_edge)
+            if buffer.playing:
+                rec.state = "playing"
+                if not was_started and rec.startup_s is None:
+                    rec.startup_s = time.time() - self.pressed
+            else:
+                rec.state = "stalled" if buffer.playhead is not None else "starting"
 
         return on_chunk

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from live.cmaf import NTP_EPOCH_OFFSET_S
+from live.cmaf import NTP_EPOCH_OFFSET_S, read_prft_wallclock_ms
 from loadrig.abr import BufferModel, ThroughputEstimate, choose_rung
 from loadrig.chaos import livemesh_argv, names_of
 from loadrig.manifest import parse_http_date_ms, parse_manifest
@@ -181,13 +181,34 @@ def _prft(ms: int) -> bytes:
 
 def test_box_scanner_reports_chunks_with_their_prft_across_any_split() -> None:
     chunk = _prft(1_795_626_208_592) + _box(b"moof", b"\0" * 40) + _box(b"mdat", b"\xaa" * 300)
-    body = _box(b"styp", b"cmfs") + chunk + chunk
+    # a chunk with no prft, its mdat with a 64-bit size
+    bare = _box(b"moof", b"\0" * 40) + struct.pack(">I4sQ", 1, b"mdat", 16 + 100) + b"\xbb" * 100
+    body = _box(b"styp", b"cmfs") + chunk + chunk + bare
     for step in (1, 7, 64, len(body)):
         seen: list[tuple[int, int, int]] = []
-        scanner = BoxScanner(lambda i, n, _s, prft, seen=seen: seen.append((i, n, prft)))
+
+        def on_chunk(i: int, n: int, _s: float, prft: bytes, seen: list = seen) -> None:
+            seen.append((i, n, read_prft_wallclock_ms(prft) if prft else 0))
+
+        scanner = BoxScanner(on_chunk)
         for at in range(0, len(body), step):
             scanner.feed(body[at : at + step], float(at))
-        assert seen == [(0, len(chunk), 1_795_626_208_592), (1, len(chunk), 1_795_626_208_592)]
+        assert seen == [
+            (0, len(chunk), 1_795_626_208_592),
+            (1, len(chunk), 1_795_626_208_592),
+            (2, len(bare), 0),
+        ]
+
+
+def test_box_scanner_times_a_chunk_from_its_first_byte_and_rejects_corrupt_boxes() -> None:
+    chunk = _prft(1_795_626_208_592) + _box(b"moof", b"\0" * 40) + _box(b"mdat", b"\xaa" * 300)
+    bursts: list[float] = []
+    scanner = BoxScanner(lambda _i, _n, burst_s, _p: bursts.append(burst_s))
+    scanner.feed(chunk[:100], 10.0)
+    scanner.feed(chunk[100:], 10.25)
+    assert bursts == [0.25]
+    with pytest.raises(ValueError, match="size 3"):
+        BoxScanner(lambda *_: None).feed(struct.pack(">I4s", 3, b"moof"), 0.0)
 
 
 # -- access logs and replay --------------------------------------------------------------------
