@@ -13,8 +13,10 @@ as separate processes, then in this process (uvloop):
 
 Figures: CPU per player (share of one core), players per core (= 1 / that), the share of
 players that played through the window with no stall (rig) or no error (baseline), and
-the ratio rig/baseline.  Target (DESIGN.md §7): >= 5,000 players per core.  The edge and
-the encoder share the machine: per-core figures count only this process's CPU.
+the ratio rig/baseline.  Target (DESIGN.md §7): >= 5,000 players per core.  The stack
+runs in child processes, so per-core figures count only this process's CPU (getrusage of
+itself); the children's CPU over the same window is printed beside them, to show the
+edge kept up (a saturated edge would show as late chunks, stalls and errors instead).
 
 Run: ``python bench/players.py [--players 1000] [--seconds 10] [--rep v360]``.
 """
@@ -27,6 +29,7 @@ import math
 import random
 import resource
 import time
+from dataclasses import dataclass
 
 import aiohttp
 from _harness import Procs, loadavg, print_result, raise_fd_limit, ratio, wait_live
@@ -46,17 +49,37 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure_window(settle_s: float, seconds: float) -> tuple[float, float]:
-    """CPU seconds and wall seconds of this process over the window after ``settle_s``."""
+@dataclass
+class Figures:
+    """One side's measured window."""
+
+    cpu_s: float  # this process
+    wall_s: float
+    clean: int  # players through the window with no stall (rig) / no error (baseline)
+    errors: int
+    stack_cpu_s: dict[str, float]  # each stack process over the same window
+
+    def per_core(self, count: int) -> tuple[float, float]:
+        """(CPU per player as a share of one core, players per core)."""
+        share = self.cpu_s / self.wall_s / count
+        return share, (1 / share if share else math.inf)
+
+
+async def measure_window(
+    settle_s: float, seconds: float, procs: Procs
+) -> tuple[float, float, dict[str, float]]:
+    """CPU seconds and wall seconds of this process over the window after ``settle_s``,
+    and each stack process's CPU seconds over the same window."""
     await asyncio.sleep(settle_s)  # the crowd joins and reaches steady state
-    c0, t0 = cpu_s(), time.perf_counter()
+    s0, c0, t0 = procs.cpu(), cpu_s(), time.perf_counter()
     await asyncio.sleep(seconds)  # the measured window
-    return cpu_s() - c0, time.perf_counter() - t0
+    cpu, wall, s1 = cpu_s() - c0, time.perf_counter() - t0, procs.cpu()
+    return cpu, wall, {name: s1[name] - s0[name] for name in s0}
 
 
 async def rig_players(
-    url: str, count: int, rep: str, settle_s: float, seconds: float
-) -> dict[str, float]:
+    url: str, count: int, rep: str, settle_s: float, seconds: float, procs: Procs
+) -> Figures:
     settings = PlayerSettings(live_delay_s=1.0, audio=False, segment_timeout_s=6.0)
     device = Device("bench", 1.0, max_rung=rep)
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -77,7 +100,7 @@ async def rig_players(
                            for p in players)  # fmt: skip
 
         marker = asyncio.create_task(mark())
-        cpu, wall = await measure_window(settle_s, seconds)
+        cpu, wall, stack = await measure_window(settle_s, seconds, procs)
         await marker
         clean = sum(
             p.observe() == "playing" and len(p.buffer.stalls) + (p.buffer.stall_since is not None)
@@ -86,13 +109,12 @@ async def rig_players(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {"cpu_s": cpu, "wall_s": wall, "clean": clean,
-            "errors": sum(sum(p.rec.errors.values()) for p in players)}  # fmt: skip
+    return Figures(cpu, wall, clean, sum(sum(p.rec.errors.values()) for p in players), stack)
 
 
 async def baseline_players(
-    url: str, count: int, rep: str, settle_s: float, seconds: float
-) -> dict[str, float]:
+    url: str, count: int, rep: str, settle_s: float, seconds: float, procs: Procs
+) -> Figures:
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     failures = [0]
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -123,19 +145,12 @@ async def baseline_players(
         tasks = [asyncio.create_task(one(i)) for i in range(count)]
         await asyncio.sleep(settle_s)
         f0 = failures[0]
-        cpu, wall = await measure_window(0.0, seconds)
+        cpu, wall, stack = await measure_window(0.0, seconds, procs)
         errors = failures[0] - f0
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {"cpu_s": cpu, "wall_s": wall, "clean": count if not errors else 0,
-            "errors": errors}  # fmt: skip
-
-
-def per_core(figures: dict[str, float], count: int) -> tuple[float, float]:
-    """(CPU per player as a share of one core, players per core)."""
-    share = figures["cpu_s"] / figures["wall_s"] / count
-    return share, (1 / share if share else math.inf)
+    return Figures(cpu, wall, count if not errors else 0, errors, stack)
 
 
 def main() -> None:
@@ -161,35 +176,44 @@ def main() -> None:
         uvloop.run(wait_live(redis.url, CHANNEL, args.rep))
         token = TokenSigner.from_env().sign(f"/live/{CHANNEL}/", "bench-players", 3600)
         url = f"{edge}/t/{token}/live/{CHANNEL}/manifest.mpd"
-        rig = uvloop.run(rig_players(url, args.players, args.rep, args.settle, args.seconds))
-        base = uvloop.run(baseline_players(url, args.players, args.rep, args.settle, args.seconds))
+        window = (url, args.players, args.rep, args.settle, args.seconds, procs)
+        rig = uvloop.run(rig_players(*window))
+        base = uvloop.run(baseline_players(*window))
         procs.check_alive()
     print(f"load average at end: {loadavg()}")
-    rig_share, rig_per_core = per_core(rig, args.players)
-    base_share, base_per_core = per_core(base, args.players)
+    rig_share, rig_per_core = rig.per_core(args.players)
+    base_share, base_per_core = base.per_core(args.players)
     for name, figures, share, cores in (
         ("load rig players", rig, rig_share, rig_per_core),
         ("aiohttp fetch loop", base, base_share, base_per_core),
     ):
-        print(f"  {name:19}: {args.players} players, CPU {figures['cpu_s']:.2f} s over "
-              f"{figures['wall_s']:.1f} s = {share * 100:.4f} % of a core each -> "
-              f"{cores:,.0f} players per core; clean {figures['clean']}/{args.players}, "
-              f"errors {figures['errors']}")  # fmt: skip
+        print(
+            f"  {name:19}: {args.players} players, CPU {figures.cpu_s:.2f} s over "
+            f"{figures.wall_s:.1f} s = {share * 100:.4f} % of a core each -> "
+            f"{cores:,.0f} players per core; clean {figures.clean}/{args.players}, "
+            f"errors {figures.errors}"
+        )
+        stack = ", ".join(
+            f"{n} {c / figures.wall_s * 100:.0f} %" for n, c in figures.stack_cpu_s.items()
+        )
+        print(f"  {'':19}  stack over the same window (% of a core): {stack}")  # fmt: skip
     print_result({
         "players": args.players,
         "rep": args.rep,
         "window_s": args.seconds,
         "rig_cpu_per_player_core_share": round(rig_share, 7),
         "rig_players_per_core": round(rig_per_core),
-        "rig_clean_players": rig["clean"],
-        "rig_errors": rig["errors"],
+        "rig_clean_players": rig.clean,
+        "rig_errors": rig.errors,
+        "rig_edge_core_share": round(rig.stack_cpu_s["edge-1"] / rig.wall_s, 3),
         "baseline_cpu_per_player_core_share": round(base_share, 7),
         "baseline_players_per_core": round(base_per_core),
-        "baseline_errors": base["errors"],
+        "baseline_errors": base.errors,
+        "baseline_edge_core_share": round(base.stack_cpu_s["edge-1"] / base.wall_s, 3),
         "players_per_core_ratio": ratio(rig_per_core, base_per_core),
         "target_players_per_core": TARGET_PER_CORE,
         # sustained: at the target's rate with (nearly) every player playing without a stall
-        "meets_target": rig_per_core >= TARGET_PER_CORE and rig["clean"] >= 0.95 * args.players,
+        "meets_target": rig_per_core >= TARGET_PER_CORE and rig.clean >= 0.95 * args.players,
     })  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)
 class BufferModel:
     live_delay_s: float = 0.6
     start_buffer_s: float = 0.2
@@ -105,7 +105,7 @@ class BufferModel:
         return max(self.stalls, default=0.0)
 
 
-@dataclass
+@dataclass(slots=True)
 class ThroughputEstimate:
     """EWMA of chunk-burst throughput (bits per second), capped by a simulated link."""
 

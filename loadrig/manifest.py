@@ -14,7 +14,7 @@ from datetime import datetime
 NS = {"m": "urn:mpeg:dash:schema:mpd:2011"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Track:
     kind: str  # "video" or "audio"
     media: str  # "EPOCH/$RepresentationID$/$Number$.m4s"
@@ -28,7 +28,7 @@ class Track:
         return self.init.replace("$RepresentationID$", rung)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LiveManifest:
     ast_s: float  # availabilityStartTime, UTC seconds
     segment_s: float

@@ -66,7 +66,7 @@ class TooEarly(PlayerError):
 # -- records --------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class PlayerRecord:
     """What one viewer saw.  ``state``: starting, playing, stalled, ended, failed."""
 
@@ -187,6 +187,19 @@ class BoxScanner:
 class SegmentConnection(asyncio.Protocol):
     """A keep-alive HTTP/1.1 client connection: one GET at a time, body scanned for chunks."""
 
+    __slots__ = (
+        "bytes",
+        "done",
+        "first_byte",
+        "keep_alive",
+        "lost",
+        "parser",
+        "scanner",
+        "status",
+        "timer",
+        "transport",
+    )
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.lost = False
@@ -261,6 +274,8 @@ class SegmentConnection(asyncio.Protocol):
 
 class EdgeLink:
     """The player's connection to one edge for one track (reopened when closed)."""
+
+    __slots__ = ("conn", "host", "port")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -345,7 +360,30 @@ async def press_play(ctx: PlayerContext, index: int) -> list[str]:
 
 
 class Player:
-    """One viewer's state across edges; :meth:`run` is its coroutine."""
+    """One viewer's state across edges; :meth:`run` is its coroutine.
+
+    Slotted, as are its record, buffer model and connections: thousands of them share a
+    process, and the per-chunk path touches each of them five times a second.
+    """
+
+    __slots__ = (
+        "buffer",
+        "ctx",
+        "device",
+        "estimate",
+        "failed_at",
+        "inits",
+        "kinds",
+        "links",
+        "mpd",
+        "number",
+        "offset_s",
+        "pressed",
+        "rec",
+        "rung",
+        "stale_mpd",
+        "track_end",
+    )
 
     def __init__(self, ctx: PlayerContext, record: PlayerRecord, device: Device) -> None:
         self.ctx = ctx
