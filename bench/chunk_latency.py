@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from live.cmaf import iter_boxes
 from live.state import ChannelStore
-from livemesh.redis_server import EmbeddedRedis
+from livemesh.redis_server import EmbeddedRedis, redis_client
 from livemesh.stack import free_port, wait_ready
 
 CHANNEL = "bench"
@@ -123,7 +123,7 @@ def latencies(
 
 
 async def measure(redis_url: str, origin: str, seconds: int) -> dict[str, object]:
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     store = ChannelStore(redis, CHANNEL)
     while (epoch := await store.current_epoch()) is None or not await store.position(
         epoch.id, REP

@@ -55,7 +55,7 @@ from _harness import (
 )
 from edge_cached import NGINX_CONF, SERVER_CPUS, ensure_tools
 
-from livemesh.redis_server import EmbeddedRedis
+from livemesh.redis_server import EmbeddedRedis, redis_client
 
 CHANNEL = "edgelive"
 SEGMENT_MS = 2000  # the channel's defaults (D, C)
@@ -78,11 +78,10 @@ def start_nginx(procs: Procs, tmp: str, origin: str) -> str:
 
 
 async def epoch_start_ms(redis_url: str) -> int:
-    import redis.asyncio as aioredis
 
     from live.state import ChannelStore
 
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     try:
         epoch = await ChannelStore(redis, CHANNEL).current_epoch()
     finally:

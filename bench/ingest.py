@@ -32,14 +32,13 @@ import time
 from pathlib import Path
 
 import aiohttp
-import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import CLI, Procs, loadavg, print_result, process_cpu, ratio, summary
 from live.ingest.keys import RedisStreamKeys
 from live.state import ChannelStore
-from livemesh.redis_server import EmbeddedRedis
+from livemesh.redis_server import EmbeddedRedis, redis_client
 from livemesh.stack import free_port
 from tests.ingest_helpers import (
     Publisher,
@@ -65,7 +64,7 @@ async def run_source(
     mode: str, redis_url: str, base: str, segments: int, workdir: Path
 ) -> dict[str, object]:
     channel, key = f"bench-{mode}", f"{mode}-bench-key"
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     store = ChannelStore(redis, channel)
     publisher: Publisher | None = None
     with Procs() as procs:

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge, start_http_server
 from redis.exceptions import RedisError
 
@@ -32,6 +31,7 @@ from live.source import AAC_FRAME_SAMPLES, ChannelSource, SyntheticSource, TestP
 from live.state import ChannelStore, Epoch
 from live.timing import UnitClock
 from livemesh import clock
+from livemesh.redis_server import redis_client
 
 log = logging.getLogger("livemesh.channel")
 
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(config: ChannelConfig, redis_url: str) -> None:
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     channel = LiveChannel(config, ChannelStore(redis, config.name))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -118,6 +119,28 @@ def configured_redis_url() -> str | None:
     return os.environ.get("REDIS_URL") or None
 
 
+# How every livemesh process talks to Redis.  redis-py reads with a 5 s socket
+# timeout by default; livemesh turns it off because (a) a blocking XREAD, how the
+# live path learns of new chunks, legitimately waits its whole BLOCK time, and
+# (b) with any socket timeout set, a task cancelled in the middle of a read can
+# lose its CancelledError and carry on reading (seen with redis-py 8.1 on Python
+# 3.11: a cancelled XREAD loop never ended and hung CI; with no socket timeout,
+# none of 4,000 such cancellations was lost).  A dead server closes the socket; a
+# connection idle for HEALTH_CHECK_S is checked with a PING before it is used again.
+CONNECT_TIMEOUT_S = 5.0
+HEALTH_CHECK_S = 30
+CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_timeout": None,
+    "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    "health_check_interval": HEALTH_CHECK_S,
+}
+
+
+def redis_client(url: str, **options: Any) -> aioredis.Redis:
+    """A redis.asyncio client for ``url`` with livemesh's settings (``CLIENT_OPTIONS``)."""
+    return aioredis.Redis.from_url(url, **CLIENT_OPTIONS, **options)
+
+
 SHARED_POOL_CONNECTIONS = 256
 POOL_WAIT_S = 5.0
 
@@ -130,6 +153,6 @@ def shared_client(url: str) -> aioredis.Redis:
     viewers at one origin reaches at once (long blocking reads each hold one).
     """
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=SHARED_POOL_CONNECTIONS, timeout=POOL_WAIT_S
+        url, max_connections=SHARED_POOL_CONNECTIONS, timeout=POOL_WAIT_S, **CLIENT_OPTIONS
     )
     return aioredis.Redis(connection_pool=pool)

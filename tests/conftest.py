@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from livemesh.redis_server import EmbeddedRedis
+from livemesh.redis_server import EmbeddedRedis, redis_client
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     await client.flushdb()
     yield client
     await client.aclose()

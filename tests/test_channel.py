@@ -17,7 +17,7 @@ from live.cmaf import iter_boxes, read_prft_wallclock_ms, read_sample_durations,
 from live.source import ChannelSource
 from live.state import ChannelStore, ChunkEvent
 from livemesh import clock
-from livemesh.redis_server import EmbeddedRedis
+from livemesh.redis_server import EmbeddedRedis, redis_client
 from tests.live_helpers import running_channel, small_config, wait_for_segments
 
 
@@ -156,7 +156,7 @@ async def test_an_encoder_behind_real_time_is_reported_and_keeps_the_timeline(
 async def test_the_channel_rides_out_a_redis_restart() -> None:
     """Redis restarts empty mid-run: the channel keeps its epoch and publishes again."""
     with EmbeddedRedis() as server:
-        redis = aioredis.Redis.from_url(server.url)
+        redis = redis_client(server.url)
         config = small_config("survivor")
         store = ChannelStore(redis, config.name)
         async with running_channel(store, config) as channel:

@@ -24,6 +24,7 @@ from live.ingest.rtmp import RtmpFront
 from live.ingest.whip import WhipEndpoint
 from live.ladder import ChannelConfig
 from live.state import ChannelStore
+from livemesh.redis_server import redis_client
 
 log = logging.getLogger("livemesh.ingest")
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(
     args: argparse.Namespace, configs: list[ChannelConfig], dev_keys: dict[str, str]
 ) -> None:
-    redis = aioredis.Redis.from_url(args.redis_url)
+    redis = redis_client(args.redis_url)
     keys = RedisStreamKeys(redis)
     for channel, key in dev_keys.items():
         await keys.issue(channel, key)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from livemesh.redis_server import EmbeddedRedis
+from livemesh.redis_server import EmbeddedRedis, redis_client
 from services.common.clients import ChannelFactory
 from services.common.server import (
     DEFAULT_MAX_CONCURRENT_RPCS,
@@ -140,4 +140,4 @@ async def _run(name: str, args: argparse.Namespace, build: Builder, needs_redis:
 
 def connect_redis(url: str, decode: bool = True) -> aioredis.Redis:
     """The control plane's Redis client: replies decoded to ``str`` unless ``decode`` is off."""
-    return aioredis.Redis.from_url(url, decode_responses=decode)
+    return redis_client(url, decode_responses=decode)
