@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
@@ -107,6 +108,23 @@ def service_main(
     return 0
 
 
+# allocations of container objects between two young collections (CPython's default: 700)
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_heap() -> None:
+    """Called once a process is ready to take calls: what exists by then (modules, servers,
+    channels, caches) lives as long as the process, so it leaves the collector's generations
+    (``gc.freeze``) and a full collection no longer walks it; young collections run every
+    ``GC_YOUNG_THRESHOLD`` allocations instead of 700. Collections were ~10 % of the
+    gateway's CPU under press-play load (py-spy, ``gc_collect_main``); per request the
+    heap only churns short-lived objects, most freed by reference counting."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on uvloop (libuv's loop: cheaper socket reads and writes for
     aiohttp and redis; gRPC's own I/O does not use the loop's); ``LIVEMESH_UVLOOP=off``
@@ -128,6 +146,7 @@ async def _run(name: str, args: argparse.Namespace, build: Builder, needs_redis:
     try:
         service = await build(args, factory)
         running = await serve(service, args.host, args.port, args.max_concurrent_rpcs)
+        settle_heap()
         print(f"{name}: {running.target}", flush=True)
         await wait_for_termination_signal()
         await running.stop()

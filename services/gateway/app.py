@@ -39,7 +39,7 @@ from services.common.errors import (
     ServiceError,
     Unauthenticated,
 )
-from services.common.process import parser_for, run
+from services.common.process import parser_for, run, settle_heap
 from services.gateway.openapi import document
 from services.gateway.routes import ROUTES, STUBS, Route
 
@@ -315,6 +315,7 @@ async def serve(args: argparse.Namespace) -> None:
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
         port = runner.addresses[0][1]  # the bound port, also when --port 0
+        settle_heap()
         print(f"gateway: http://{args.host}:{port}", flush=True)
         await wait_for_termination_signal()
     finally:
