@@ -7,25 +7,19 @@ signs one token per session with :class:`livemesh.tokens.TokenSigner`, whose
 path prefix covers the whole presentation (``/live/{channel}/``): every URL the
 player derives from the manifest inherits it. Without any edge registered the
 ``--origin-url`` is the one answer (a node that verifies ``/t/{token}/`` paths:
-an edge; the bare origin serves no tokenised paths). The session is recorded in Redis.
-
-==============================  ===========================================
-``lm:pb:s:{session_id}``        the PlaybackSession (JSON), TTL 3 heartbeats
-``lm:pb:req:{request_id}``      session id a StartPlayback created (24 h)
-==============================  ===========================================
+an edge; the bare origin serves no tokenised paths). The session is recorded in Redis
+(:mod:`.sessions`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import secrets
 import time
 
 import grpc
-from google.protobuf import json_format
 
 from livemesh import tokens
 from livemesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -33,7 +27,7 @@ from livemesh.channels.v1 import channels_pb2, channels_pb2_grpc
 from livemesh.playback.v1 import playback_pb2 as pb
 from livemesh.playback.v1 import playback_pb2_grpc as pb_grpc
 from livemesh.registry.v1 import registry_pb2, registry_pb2_grpc
-from services.common import jsonmap, validate
+from services.common import validate
 from services.common.auth import Principal, TokenVerifier, authenticate, identity_key_loader
 from services.common.cache import ReadThroughCache
 from services.common.clients import ChannelFactory
@@ -46,6 +40,7 @@ from services.common.errors import (
 )
 from services.common.process import Service, connect_redis, service_main
 from services.common.server import ServiceSpec
+from services.playback.sessions import SessionStore
 from services.playback.steering import rank_edges
 
 log = logging.getLogger(__name__)
@@ -76,7 +71,7 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
         signer: tokens.TokenSigner | None = None, url_ttl_s: int = DEFAULT_URL_TTL_S,
         cache_ttl_s: float = CACHE_TTL_S,
     ) -> None:
-        self.redis = connect_redis(redis_url)
+        self.sessions = SessionStore(connect_redis(redis_url, decode=False))
         self.verifier = verifier
         self.factory = factory
         self.targets = {"catalog": catalog, "channels": channels, "registry": registry}
@@ -178,16 +173,11 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
 
     # -- sessions -----------------------------------------------------------------------
 
-    async def _save(self, session: pb.PlaybackSession, ttl_s: int = SESSION_TTL_S) -> None:
-        await self.redis.set(f"lm:pb:s:{session.name.split('/', 1)[1]}",
-                             json.dumps(jsonmap.to_dict(session)), ex=ttl_s)
-
     async def _session(self, name: str, principal: Principal) -> pb.PlaybackSession:
         (session_id,) = validate.parse_name(name, "name", "playbackSessions")
-        raw = await self.redis.get(f"lm:pb:s:{session_id}")
-        if raw is None:
+        session = await self.sessions.load(session_id)
+        if session is None:
             raise NotFound(f"{name} not found (ended or expired)")
-        session = json_format.Parse(raw, pb.PlaybackSession())
         principal.require_account(session.account)
         return session
 
@@ -207,10 +197,10 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
         if request.profile and not request.profile.startswith(principal.account + "/"):
             raise PermissionDenied("the profile belongs to another account")
         if request_id:
-            earlier = await self.redis.get(f"lm:pb:req:{request_id}")
+            earlier = await self.sessions.created_by(request_id)
             if earlier is not None:
                 return pb.StartPlaybackResponse(
-                    session=await self._session(f"playbackSessions/{earlier!s}", principal))
+                    session=await self._session(f"playbackSessions/{earlier}", principal))
         prefix, manifest = await self._authorise(request.content, principal)
         session_id = secrets.token_hex(12)
         token = self.signer.sign(prefix, session_id, self.url_ttl_s)
@@ -225,9 +215,7 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
         now = time.time()
         session.start_time.FromNanoseconds(int(now * 1e9))
         session.token_expire_time.FromSeconds(int(now) + self.url_ttl_s)
-        await self._save(session)
-        if request_id:
-            await self.redis.set(f"lm:pb:req:{request_id}", session_id, ex=24 * 3600)
+        await self.sessions.save(session, SESSION_TTL_S, request_id)
         return pb.StartPlaybackResponse(session=session)
 
     async def HeartbeatPlayback(
@@ -246,7 +234,7 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
         session.position_ms = request.position_ms
         if request.state != pb.SESSION_STATE_UNSPECIFIED:
             session.state = request.state
-        await self._save(session)
+        await self.sessions.save(session, SESSION_TTL_S)
         return pb.HeartbeatPlaybackResponse(session=session)
 
     async def StopPlayback(
@@ -257,7 +245,7 @@ class PlaybackServicer(pb_grpc.PlaybackServiceServicer):
         principal = await authenticate(context, self.verifier)
         session = await self._session(request.name, principal)
         session.state = pb.SESSION_STATE_ENDED
-        await self._save(session, ttl_s=HEARTBEAT_INTERVAL_S)  # a retried stop still finds it
+        await self.sessions.save(session, HEARTBEAT_INTERVAL_S)  # a retried stop still finds it
         return pb.StopPlaybackResponse(session=session)
 
 
@@ -272,7 +260,7 @@ class PlaybackService(Service):
         )]
 
     async def close(self) -> None:
-        await self.servicer.redis.aclose()
+        await self.servicer.sessions.close()
 
 
 async def build(args: argparse.Namespace, factory: ChannelFactory) -> Service:
