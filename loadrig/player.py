@@ -56,7 +56,12 @@ ChunkCallback = Callable[[int, int, float, bytes], None]
 
 
 class PlayerError(Exception):
-    """An edge answered in a way a player cannot play (the message says how)."""
+    """An edge or the gateway answered in a way a player cannot use (the message says how);
+    ``retry_after_s``: the answer's ``Retry-After``, which the next attempt waits for."""
+
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class TooEarly(PlayerError):
@@ -331,7 +336,11 @@ class PlayerContext:
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, object]:
     body = await resp.json(content_type=None)
     if resp.status != 200:
-        raise PlayerError(f"gateway {resp.status}: {str(body)[:120]}")
+        retry_after = resp.headers.get("Retry-After", "")
+        raise PlayerError(
+            f"gateway {resp.status}: {str(body)[:120]}",
+            float(retry_after) if retry_after.isdigit() else 0.0,
+        )
     assert isinstance(body, dict)
     return body
 
@@ -368,6 +377,7 @@ class Player:
 
     __slots__ = (
         "buffer",
+        "clock_synced",
         "ctx",
         "device",
         "estimate",
@@ -396,6 +406,7 @@ class Player:
         record.buffer = self.buffer
         self.estimate = ThroughputEstimate(cap_bps=device.bandwidth_kbps * 1000)
         self.offset_s = 0.0  # server clock minus ours
+        self.clock_synced = False  # the UTCTiming source was asked (answered or not)
         self.pressed = 0.0
         self.mpd: LiveManifest | None = None
         self.track_end: dict[str, float] = {}
@@ -435,8 +446,11 @@ class Player:
                 break
             except (aiohttp.ClientError, PlayerError, TimeoutError, OSError) as exc:
                 rec.errors[f"start: {type(exc).__name__}: {exc}"[:60]] += 1
-                # a player's retry: exponential backoff with full jitter
-                await asyncio.sleep(self.ctx.rng.uniform(0, START_BACKOFF_S * 2**attempt))
+                # a player app's retry: exponential backoff with full jitter, and never
+                # sooner than the gateway's Retry-After (a shed press-play says when)
+                backoff = self.ctx.rng.uniform(0, START_BACKOFF_S * 2**attempt)
+                after = exc.retry_after_s if isinstance(exc, PlayerError) else 0.0
+                await asyncio.sleep(max(backoff, after))
         if not urls:
             rec.state = "failed"
             return
@@ -495,12 +509,8 @@ class Player:
         # on failover the MPD and the init segments already read stay valid (URLs are
         # immutable): the next edge is only a new base URL, as DASH's BaseURL failover is
         mpd = self.mpd
-        if mpd.time_url and not self.offset_s:
-            t0 = time.time()
-            async with ctx.http.get(mpd.time_url, timeout=timeout) as resp:
-                server_ms = parse_http_date_ms(await resp.text())
-            t1 = time.time()
-            self.offset_s = server_ms / 1000 - (t0 + t1) / 2
+        if mpd.time_url and not self.clock_synced:
+            await self._sync_clock(mpd.time_url, timeout)
         split = urlsplit(url)
         assert split.hostname is not None and split.port is not None
         base = split.path.rsplit("/", 1)[0]  # /t/TOKEN/live/CHANNEL
@@ -564,6 +574,24 @@ class Player:
                 continue
             early = 0
             self.number += 1
+
+    async def _sync_clock(self, time_url: str, timeout: aiohttp.ClientTimeout) -> None:
+        """Set the clock offset from the MPD's UTCTiming source, once per viewer.
+
+        A time source that does not answer is an error to count, not a reason to stop
+        playing: dash.js then keeps the device's clock (after the MPD's Date header), and
+        the source can be a node other than the one playing (the stack's MPD names
+        edge-1's ``/time``, which a kill takes away from every later viewer)."""
+        self.clock_synced = True
+        try:
+            t0 = time.time()
+            async with self.ctx.http.get(time_url, timeout=timeout) as resp:
+                server_ms = parse_http_date_ms(await resp.text())
+            t1 = time.time()
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            self.rec.errors[f"time sync: {type(exc).__name__}"] += 1
+            return
+        self.offset_s = server_ms / 1000 - (t0 + t1) / 2
 
     async def _segment(
         self, base: str, tracks: list[tuple[str, Track]], rungs: dict[str, str]
