@@ -116,9 +116,11 @@ def settle_heap() -> None:
     """Called once a process is ready to take calls: what exists by then (modules, servers,
     channels, caches) lives as long as the process, so it leaves the collector's generations
     (``gc.freeze``) and a full collection no longer walks it; young collections run every
-    ``GC_YOUNG_THRESHOLD`` allocations instead of 700. Collections were ~10 % of the
-    gateway's CPU under press-play load (py-spy, ``gc_collect_main``); per request the
-    heap only churns short-lived objects, most freed by reference counting."""
+    ``GC_YOUNG_THRESHOLD`` allocations instead of 700 (per request the heap only churns
+    short-lived objects, most freed by reference counting). A small saving: over one
+    quick start_playback bench run (~4,000 press plays) the gateway's thread CPU in
+    young and middle collections went 76 -> 33 ms, and a full one walks ~14,000
+    objects instead of ~75,000."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
