@@ -10,10 +10,11 @@ find it). One ``SET`` per call cost ~110 µs of redis-py's Python per command, a
 caller cancelled mid-command (deadline, shed) made redis-py drop that connection, so
 the pool kept opening new ones (8 % of playback's CPU, most of it reading redis-py's
 own package metadata per connection). Here the writes of concurrent callers go out
-together: whatever queues while one pipeline is in flight is the next pipeline
-(~25-40 µs per write at 8-32 per batch). Each caller still waits until Redis has its
-own write, and the pipeline runs in its own task, so a cancelled caller cancels only
-its wait.
+together: whatever queues while one pipeline is in flight is the next pipeline. Each
+caller still waits until Redis has its own write, and the pipeline runs in its own
+task, so a cancelled caller cancels only its wait. CPU per saved session (2,000 saves,
+3 rounds, loaded machine), JSON and one SET each -> this: 245 -> 195 µs one caller at
+a time, 240 -> 75 µs with 8 callers, 250 -> 58 µs with 32.
 
 Records are the message's binary form (``SerializeToString``/``FromString``, in C)
 rather than proto3 JSON, which cost ~100 µs per write in Python. Records written as
