@@ -579,9 +579,10 @@ class Player:
         """Set the clock offset from the MPD's UTCTiming source, once per viewer.
 
         A time source that does not answer is an error to count, not a reason to stop
-        playing: dash.js then keeps the device's clock (after the MPD's Date header), and
-        the source can be a node other than the one playing (the stack's MPD names
-        edge-1's ``/time``, which a kill takes away from every later viewer)."""
+        playing: dash.js falls back (to the MPD's Date header, then the device clock;
+        the rig keeps the device clock, exact on one machine).  The source can be a node
+        other than the one playing: the stack's MPD names edge-1's ``/time``, which a
+        kill takes away from every later viewer."""
         self.clock_synced = True
         try:
             t0 = time.time()
