@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from services.resilience import server_interceptors
+from services.resilience import Chain, server_interceptors
 from services.resilience.backoff import Backoff, pushback_s
 from services.resilience.breaker import CircuitBreaker, State
 from services.resilience.budget import RetryBudget
@@ -182,11 +182,16 @@ def test_declared_policies() -> None:
 
 
 def test_server_interceptors_read_the_shedding_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    def shedders() -> list[LoadShedder]:
+        (chain,) = server_interceptors()  # one interceptor: its stages run as one
+        assert isinstance(chain, Chain)
+        return [stage for stage in chain.stages if isinstance(stage, LoadShedder)]
+
     monkeypatch.setenv("LIVEMESH_SHED_WAIT_MS", "50")
-    (shedder,) = [i for i in server_interceptors() if isinstance(i, LoadShedder)]
+    (shedder,) = shedders()
     assert shedder.limiter.queue.min_wait_s == 0.05
     monkeypatch.setenv("LIVEMESH_LOAD_SHEDDING", "off")
-    assert not any(isinstance(i, LoadShedder) for i in server_interceptors())
+    assert not shedders()
 
 
 def test_trace_sample_ratio_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,9 +2,11 @@
 
 Every outbound gRPC call goes through a channel made here, so the resilience
 layer (issue 4: deadline propagation, retries, hedging, bulkheads, breakers,
-client-side balancing) is added in this one place, as interceptors and service
-config. Today it guarantees one thing: no call leaves without a deadline.
-Channels belong to one event loop (a grpc.aio fact), so they are cached per loop.
+client-side balancing; :mod:`services.resilience`) is added in this one place: the
+channel handed out is the layer's, over plain channels to each instance. Without
+the layer (``layer=None``) a :class:`DeadlineInterceptor` still guarantees that no
+call leaves without a deadline. Channels belong to one event loop (a grpc.aio
+fact), so they are cached per loop.
 """
 
 from __future__ import annotations
@@ -99,10 +101,15 @@ class ChannelFactory:
         return channel
 
     def connect(self, target: str) -> grpc.aio.Channel:
-        """A plain channel to ``target`` (the resilience layer makes one per instance)."""
+        """A plain channel to ``target`` (the resilience layer makes one per instance).
+
+        Under the layer it has no deadline interceptor: the layer gives every call its
+        deadline, and any interceptor puts each call on grpc.aio's intercepted path
+        (an extra task and several awaits per call)."""
         options = [("grpc.service_config", json.dumps(self.service_config)), *self.options]
+        deadlines = [self.deadlines] if self.layer is None else []
         return grpc.aio.insecure_channel(
-            target, options=options, interceptors=[self.deadlines, *self.interceptors]
+            target, options=options, interceptors=[*deadlines, *self.interceptors] or None
         )
 
     def stub(self, stub_class: Callable[[grpc.aio.Channel], StubT], target: str) -> StubT:

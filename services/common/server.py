@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,9 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import FIELD_METADATA_KEY, ServiceError
+from services.resilience import server_interceptors
+from services.resilience.context import Inbound
+from services.resilience.handlers import Chain, Stage, StreamStep, UnaryStep
 
 log = logging.getLogger(__name__)
 
@@ -48,38 +51,15 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple[str, s
     return grpc.StatusCode.INTERNAL, "internal error", ()
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(Stage):
     """Maps :class:`ServiceError` to its status, a downstream call's error to that call's
     status and details (DEADLINE_EXCEEDED, UNAVAILABLE, RESOURCE_EXHAUSTED... pass on);
     anything else to INTERNAL without a trace."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
-            return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
-
-    @staticmethod
-    def _wrap_unary(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def unary(self, method: str, inner: UnaryStep) -> UnaryStep:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext, call: Inbound) -> Any:
             try:
-                return await behaviour(request, context)
+                return await inner(request, context, call)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # every failure leaves as a status, never UNKNOWN
@@ -88,11 +68,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    @staticmethod
-    def _wrap_stream(behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    def stream(self, method: str, inner: StreamStep) -> StreamStep:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext, call: Inbound,
+                          ) -> AsyncIterator[Any]:
             try:
-                async for item in behaviour(request, context):
+                async for item in inner(request, context, call):
                     yield item
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
@@ -131,11 +111,10 @@ async def start_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> RunningServer:
     """Mount ``specs`` with health and reflection and start listening (port 0: any free)."""
-    # the resilience layer's interceptors (issue 4) go outermost: trace, shed, deadline, faults
-    from services.resilience import server_interceptors
-
+    # the resilience layer (issue 4) goes outermost: trace, shed, deadline, faults; then the
+    # error mapping, in the same one interceptor (each grpc.aio interceptor costs every call)
     server = grpc.aio.server(
-        interceptors=[*server_interceptors(), ErrorInterceptor(), *interceptors],
+        interceptors=[Chain([*server_interceptors(), ErrorInterceptor()]), *interceptors],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[("grpc.so_reuseport", 0)],
     )

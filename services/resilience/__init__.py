@@ -17,6 +17,7 @@ import grpc
 
 from services.resilience.client import ResilienceConfig, ResilienceLayer, ResilientChannel
 from services.resilience.faults import FAULTS, FaultInjector, FaultRule, ProcessKiller
+from services.resilience.handlers import Chain, Stage
 from services.resilience.inbound import DeadlineServerInterceptor
 from services.resilience.limiter import AdaptiveLimiter, Gradient2, QueueWait
 from services.resilience.metrics import render as render_metrics
@@ -27,11 +28,11 @@ from services.resilience.tracing import TracingServerInterceptor, setup_tracing
 SHED_WAIT_ENV = "LIVEMESH_SHED_WAIT_MS"
 
 __all__ = [
-    "FAULTS", "POLICIES", "SHED_WAIT_ENV", "AdaptiveLimiter", "DeadlineServerInterceptor",
-    "FaultInjector", "FaultRule", "Gradient2", "LoadShedder", "MethodPolicy", "PolicyTable",
-    "Priority", "ProcessKiller", "QueueWait", "ResilienceConfig", "ResilienceLayer",
-    "ResilientChannel", "TracingServerInterceptor", "render_metrics", "server_interceptors",
-    "setup_tracing",
+    "FAULTS", "POLICIES", "SHED_WAIT_ENV", "AdaptiveLimiter", "Chain",
+    "DeadlineServerInterceptor", "FaultInjector", "FaultRule", "Gradient2", "LoadShedder",
+    "MethodPolicy", "PolicyTable", "Priority", "ProcessKiller", "QueueWait", "ResilienceConfig",
+    "ResilienceLayer", "ResilientChannel", "Stage", "TracingServerInterceptor", "render_metrics",
+    "server_interceptors", "setup_tracing",
 ]
 
 
@@ -39,7 +40,9 @@ def server_interceptors(
     limiter: AdaptiveLimiter | None = None, faults: FaultInjector | None = None,
     policies: PolicyTable = POLICIES, name: str = "server",
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The layer's server interceptors, outermost first: trace, shed, deadline, faults.
+    """The layer's server side: one interceptor (a :class:`Chain`, since every
+    ``grpc.aio`` interceptor level costs each call) running, outermost first: trace,
+    shed, deadline, faults.
 
     Faults sit innermost so injected latency counts as the service's own (the
     limiter sees it, as it would see a slow database). ``LIVEMESH_LOAD_SHEDDING=off``
@@ -49,9 +52,9 @@ def server_interceptors(
     if limiter is None and SHED_WAIT_ENV in os.environ:
         limiter = AdaptiveLimiter(queue=QueueWait(
             min_wait_s=float(os.environ[SHED_WAIT_ENV]) / 1000))
-    return [
+    return [Chain([
         TracingServerInterceptor(),
         *([LoadShedder(limiter, policies, name)] if shedding else []),
         DeadlineServerInterceptor(policies),
         faults if faults is not None else FAULTS,
-    ]
+    ])]

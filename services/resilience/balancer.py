@@ -97,16 +97,16 @@ class Balancer:
         """The next available instance not in ``exclude``; if none is available, any
         instance not excluded (better a doubtful one than none); None if all are."""
         now = self.clock()
-        candidates = [a for a in self._order if a not in exclude]
-        if not candidates:
-            return None
-        for _ in range(len(self._order)):
-            address = self._order[self._next % len(self._order)]
+        order = self._order
+        for _ in range(len(order)):
+            address = order[self._next % len(order)]
             self._next += 1
-            endpoint = self.endpoints[address]
-            if address not in exclude and endpoint.available(now):
-                return endpoint
-        return self.endpoints[candidates[self._next % len(candidates)]]
+            if address not in exclude:
+                endpoint = self.endpoints[address]
+                if endpoint.available(now):
+                    return endpoint
+        candidates = [a for a in order if a not in exclude]
+        return self.endpoints[candidates[self._next % len(candidates)]] if candidates else None
 
     def has_other(self, address: str) -> bool:
         now = self.clock()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from services.resilience import context, metrics, tracing
 from services.resilience.backoff import Backoff, pushback_s
@@ -72,6 +73,22 @@ class ResilienceConfig:
     resolve_retry_s: float = 1.0  # a failed registry watch is tried again after this
 
 
+OnEndpoint = Callable[[Endpoint], Any]  # the channel's multi-callable of the method on one
+
+
+class Method:
+    """What a dependency keeps per method, found with one look-up per call: its span's
+    name and attributes, its latencies (the hedge's p95), and the labelled metric
+    children of its common outcomes (``labels()`` takes a lock and builds a key)."""
+
+    def __init__(self, name: str, dependency: str) -> None:
+        self.name = name
+        self.span_name, self.span_attributes = tracing.client_names(name, dependency)
+        self.latency = LatencyTracker()
+        self.calls_ok = metrics.CALLS.labels(dependency, name, "OK")
+        self.attempts_ok = metrics.ATTEMPTS.labels(dependency, name, "OK")
+
+
 class Dependency:
     """One downstream dependency: its instances, bulkhead, breaker, budget, latencies."""
 
@@ -87,59 +104,75 @@ class Dependency:
                                   min_retries=config.budget_min_retries)
         self.breaker = CircuitBreaker(on_change=self._breaker_changed, **config.breaker)
         self.latency: dict[str, LatencyTracker] = {}
+        self._methods: dict[str, Method] = {}
         metrics.BREAKER_STATE.labels(name).set(0)
+
+    def method(self, name: str) -> Method:
+        """The per-method state of ``name`` (made once: stubs may be made per call)."""
+        found = self._methods.get(name)
+        if found is None:
+            found = self._methods[name] = Method(name, self.name)
+            self.latency[name] = found.latency
+        return found
 
     def _breaker_changed(self, old: State, new: State) -> None:
         metrics.BREAKER_STATE.labels(self.name).set(int(new))
         log.warning("breaker %s: %s -> %s", self.name, old.name, new.name)
 
-    def _metadata(self, given: Any, policy: MethodPolicy) -> list[tuple[str, str]]:
-        metadata = [(k, v) for k, v in (given or ())]
+    @staticmethod
+    def _metadata(given: Any, policy: MethodPolicy, span: trace.Span | None,
+                  ) -> list[tuple[str, str]]:
+        """The caller's metadata, the priority (the method's, raised to the inbound
+        call's) and the trace context of ``span`` (None: the current span's)."""
+        metadata = [(k, v) for k, v in given] if given else []
         inherited = context.priority()
-        prio = policy.priority if inherited is None else min(inherited, policy.priority)
-        metadata.append((context.PRIORITY_KEY, str(int(prio))))
-        tracing.inject(metadata)
+        prio = policy.priority
+        metadata.append(context.priority_entry(
+            prio if inherited is None or prio < inherited else inherited))
+        tracing.inject(metadata, span)
         return metadata
 
     # -- unary-unary --------------------------------------------------------------------
 
     async def unary(
-        self, method: str, invoke: Callable[[Endpoint], Any], request: Any,
-        timeout: float | None, metadata: Any,
+        self, call: Method, on: OnEndpoint, request: Any, timeout: float | None, metadata: Any,
     ) -> Any:
-        policy = self.policies.policy(method)
-        span, token = tracing.start_client(method, self.name)
+        policy = self.policies.policy(call.name)
+        span = tracing.start_client(call.span_name, call.span_attributes)
         try:
             try:
-                result = await self._bounded(method, policy, invoke, request, timeout, metadata)
+                result = await self._bounded(call, policy, on, request, timeout,
+                                             self._metadata(metadata, policy, span))
             except grpc.aio.AioRpcError as error:
                 code = error.code()
-                metrics.child(metrics.CALLS, self.name, method, code.name).inc()
+                metrics.child(metrics.CALLS, self.name, call.name, code.name).inc()
                 tracing.record_status(span, code)
                 if policy.fallback is None or code not in FALLBACK_ON:
                     raise
-                metrics.child(metrics.FALLBACKS, self.name, method).inc()
+                metrics.child(metrics.FALLBACKS, self.name, call.name).inc()
                 span.set_attribute("livemesh.fallback", True)
-                answer = policy.fallback(request)
-                result = await answer if inspect.isawaitable(answer) else answer
+                # the fallback runs as part of this call (a call it makes is a child span)
+                with trace.use_span(span, record_exception=False,
+                                    set_status_on_exception=False):
+                    answer = policy.fallback(request)
+                    result = await answer if inspect.isawaitable(answer) else answer
             else:
-                metrics.child(metrics.CALLS, self.name, method, "OK").inc()
+                call.calls_ok.inc()
         except BaseException as error:
-            tracing.end(span, token, error)
+            tracing.end(span, error)
             raise
-        tracing.end(span, token)
+        tracing.end(span)
         return result
 
     async def _bounded(
-        self, method: str, policy: MethodPolicy, invoke: Callable[[Endpoint], Any],
-        request: Any, timeout: float | None, metadata: Any,
+        self, call: Method, policy: MethodPolicy, on: OnEndpoint, request: Any,
+        timeout: float | None, md: list[tuple[str, str]],
     ) -> Any:
         budget_s = context.outbound_timeout(policy.timeout_s, self.config.margin_s, timeout)
         if budget_s < self.config.min_attempt_s:
             raise local_error(grpc.StatusCode.DEADLINE_EXCEEDED,
-                              f"{method}: no time left of the caller's deadline")
+                              f"{call.name}: no time left of the caller's deadline")
         deadline = time.monotonic() + budget_s
-        md = self._metadata(metadata, policy)
         self.budget.record_call()
         if not self.balancer.ready.is_set():
             try:
@@ -155,13 +188,13 @@ class Dependency:
             raise local_error(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"{self.name}: bulkhead full: {full}") from None
         try:
-            return await self._attempts(method, policy, invoke, request, deadline, md)
+            return await self._attempts(call, policy, on, request, deadline, md)
         finally:
             bulkhead.release()
 
     async def _attempts(
-        self, method: str, policy: MethodPolicy, invoke: Callable[[Endpoint], Any],
-        request: Any, deadline: float, md: list[tuple[str, str]],
+        self, call: Method, policy: MethodPolicy, on: OnEndpoint, request: Any,
+        deadline: float, md: list[tuple[str, str]],
     ) -> Any:
         tried: set[str] = set()
         retries = 0
@@ -177,11 +210,11 @@ class Dependency:
                 raise last or local_error(grpc.StatusCode.UNAVAILABLE, f"{self.name}: no instance")
             tried.add(endpoint.address)
             try:
-                hedge_after = self._hedge_after(method, policy, endpoint, deadline)
+                hedge_after = self._hedge_after(call, policy, endpoint, deadline)
                 if hedge_after is not None:
-                    return await self._hedged(method, invoke, endpoint, deadline, md,
+                    return await self._hedged(call, on, request, endpoint, deadline, md,
                                               hedge_after, tried)
-                return await self._attempt(method, invoke, endpoint, deadline, md)
+                return await self._attempt(call, on, request, endpoint, deadline, md)
             except grpc.aio.AioRpcError as error:
                 last = error
                 if not policy.retry_safe(request) or error.code() not in RETRYABLE:
@@ -196,37 +229,36 @@ class Dependency:
                 if not self.budget.try_spend():
                     metrics.BUDGET_EXHAUSTED.labels(self.name).inc()
                     raise
-                metrics.RETRIES.labels(self.name, method).inc()
+                metrics.child(metrics.RETRIES, self.name, call.name).inc()
                 await asyncio.sleep(delay)
 
     def _hedge_after(
-        self, method: str, policy: MethodPolicy, endpoint: Endpoint, deadline: float,
+        self, call: Method, policy: MethodPolicy, endpoint: Endpoint, deadline: float,
     ) -> float | None:
         if not (self.config.hedging and policy.read_only):
             return None
         if not self.balancer.has_other(endpoint.address):
-            return None  # no other instance to hedge to: skip the p95 (a sort of 256)
-        tracker = self.latency.get(method)
-        p95 = tracker.p95() if tracker is not None else None
+            return None  # no other instance to hedge to
+        p95 = call.latency.p95()
         if p95 is None or time.monotonic() + p95 >= deadline:
             return None
         return p95
 
     async def _attempt(
-        self, method: str, invoke: Callable[[Endpoint], Any], endpoint: Endpoint,
+        self, call: Method, on: OnEndpoint, request: Any, endpoint: Endpoint,
         deadline: float, md: list[tuple[str, str]],
     ) -> Any:
         """One attempt on ``endpoint`` (the breaker permit is already taken)."""
         start = time.monotonic()
         timeout = max(deadline - start, 0.0)
         try:
-            result = await invoke(endpoint)(
-                timeout=timeout, metadata=[*md, context.timeout_entry(timeout)]
-            )
+            result = await on(endpoint)(  # (as Metadata: gRPC's own check of a tuple is slow)
+                request, timeout=timeout,
+                metadata=grpc.aio.Metadata(*md, context.timeout_entry(timeout)))
         except grpc.aio.AioRpcError as error:
             code = error.code()
             elapsed = time.monotonic() - start
-            metrics.child(metrics.ATTEMPTS, self.name, method, code.name).inc()
+            metrics.child(metrics.ATTEMPTS, self.name, call.name, code.name).inc()
             self.breaker.record(code in FAILURES, elapsed)
             self.balancer.record(endpoint, code in FAILURES)
             raise
@@ -234,19 +266,19 @@ class Dependency:
             self.breaker.release()
             raise
         elapsed = time.monotonic() - start
-        metrics.child(metrics.ATTEMPTS, self.name, method, "OK").inc()
+        call.attempts_ok.inc()
         self.breaker.record(False, elapsed)
         self.balancer.record(endpoint, False)
-        self.latency.setdefault(method, LatencyTracker()).add(elapsed)
+        call.latency.add(elapsed)
         return result
 
     async def _hedged(
-        self, method: str, invoke: Callable[[Endpoint], Any], first: Endpoint,
-        deadline: float, md: list[tuple[str, str]], hedge_after: float, tried: set[str],
+        self, call: Method, on: OnEndpoint, request: Any, first: Endpoint, deadline: float,
+        md: list[tuple[str, str]], hedge_after: float, tried: set[str],
     ) -> Any:
         """First attempt now, a second on another instance after ``hedge_after``;
         the first answer wins and the other is cancelled."""
-        tasks = {asyncio.ensure_future(self._attempt(method, invoke, first, deadline, md))}
+        tasks = {asyncio.ensure_future(self._attempt(call, on, request, first, deadline, md))}
         try:
             done, _ = await asyncio.wait(tasks, timeout=hedge_after)
             if done:
@@ -255,9 +287,9 @@ class Dependency:
             if other is not None and self.budget.try_spend():
                 if self.breaker.try_acquire():
                     tried.add(other.address)
-                    metrics.HEDGES.labels(self.name, method).inc()
+                    metrics.child(metrics.HEDGES, self.name, call.name).inc()
                     tasks.add(asyncio.ensure_future(
-                        self._attempt(method, invoke, other, deadline, md)))
+                        self._attempt(call, on, request, other, deadline, md)))
             elif other is not None:
                 metrics.BUDGET_EXHAUSTED.labels(self.name).inc()
             error: BaseException | None = None
@@ -275,63 +307,62 @@ class Dependency:
 
     # -- unary-stream -------------------------------------------------------------------
 
-    def stream(self, method: str, invoke: Callable[[Endpoint], Any], timeout: float | None,
+    def stream(self, call: Method, on: OnEndpoint, request: Any, timeout: float | None,
                metadata: Any) -> Any:
-        """A server-streaming call: one instance, the propagated deadline, no retries."""
-        policy = self.policies.policy(method)
+        """A streaming call: one instance, the propagated deadline, no retries."""
+        policy = self.policies.policy(call.name)
         limit = context.outbound_timeout(self.config.stream_timeout_s, self.config.margin_s,
                                          timeout)
         endpoint = self.balancer.pick()
         if endpoint is None:
             raise local_error(grpc.StatusCode.UNAVAILABLE, f"{self.name}: no instance resolved")
-        return invoke(endpoint)(timeout=max(limit, 0.0), metadata=self._metadata(metadata, policy))
+        return on(endpoint)(request, timeout=max(limit, 0.0),
+                            metadata=self._metadata(metadata, policy, None))
 
     async def close(self) -> None:
         await self.balancer.close()
 
 
-class _UnaryUnary:
-    def __init__(self, dependency: Dependency, method: str, serializer: Any,
+class _MultiCallable:
+    """One method of a dependency, as a generated stub holds it: per instance, the
+    channel's own multi-callable of ``kind``, made once per channel."""
+
+    def __init__(self, dependency: Dependency, method: str, kind: str, serializer: Any,
                  deserializer: Any) -> None:
         self.dependency = dependency
-        self.method = method
+        self.call = dependency.method(method)
+        self.kind = kind
         self.serializer = serializer
         self.deserializer = deserializer
-        self._callables: dict[str, Any] = {}
+        # address -> (the channel, its multi-callable): an address that comes back after
+        # it was dropped has a new channel, and the old one is closed
+        self._callables: dict[str, tuple[grpc.aio.Channel, Any]] = {}
 
-    def _on(self, endpoint: Endpoint) -> Any:
-        callable_ = self._callables.get(endpoint.address)
-        if callable_ is None:
-            callable_ = endpoint.channel.unary_unary(
-                self.method, request_serializer=self.serializer,
-                response_deserializer=self.deserializer,
-            )
-            self._callables[endpoint.address] = callable_
-        return callable_
-
-    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None,
-                 **_: Any) -> Any:
-        def invoke(endpoint: Endpoint) -> Any:
-            bound = self._on(endpoint)
-            return lambda **kw: bound(request, **kw)
-
-        return self.dependency.unary(self.method, invoke, request, timeout, metadata)
-
-
-class _UnaryStream(_UnaryUnary):
-    def _on(self, endpoint: Endpoint) -> Any:
-        return endpoint.channel.unary_stream(
-            self.method, request_serializer=self.serializer,
+    def on(self, endpoint: Endpoint) -> Any:
+        cached = self._callables.get(endpoint.address)
+        if cached is not None and cached[0] is endpoint.channel:
+            return cached[1]
+        callable_ = getattr(endpoint.channel, self.kind)(
+            self.call.name, request_serializer=self.serializer,
             response_deserializer=self.deserializer,
         )
+        self._callables[endpoint.address] = (endpoint.channel, callable_)
+        return callable_
 
+
+class _UnaryUnary(_MultiCallable):
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None,
                  **_: Any) -> Any:
-        def invoke(endpoint: Endpoint) -> Any:
-            bound = self._on(endpoint)
-            return lambda **kw: bound(request, **kw)
+        return self.dependency.unary(self.call, self.on, request, timeout, metadata)
 
-        return self.dependency.stream(self.method, invoke, timeout, metadata)
+
+class _Streaming(_MultiCallable):
+    """Server- and client-streaming calls (the latter: reflection, none in livemesh's
+    APIs): one instance, the propagated deadline, nothing else."""
+
+    def __call__(self, request: Any = None, *, timeout: float | None = None,
+                 metadata: Any = None, **_: Any) -> Any:
+        return self.dependency.stream(self.call, self.on, request, timeout, metadata)
 
 
 class ResilientChannel:
@@ -342,39 +373,23 @@ class ResilientChannel:
 
     def unary_unary(self, method: str, request_serializer: Any = None,
                     response_deserializer: Any = None, **_: Any) -> _UnaryUnary:
-        return _UnaryUnary(self.dependency, _name(method), request_serializer,
+        return _UnaryUnary(self.dependency, _name(method), "unary_unary", request_serializer,
                            response_deserializer)
 
     def unary_stream(self, method: str, request_serializer: Any = None,
-                     response_deserializer: Any = None, **_: Any) -> _UnaryStream:
-        return _UnaryStream(self.dependency, _name(method), request_serializer,
-                            response_deserializer)
+                     response_deserializer: Any = None, **_: Any) -> _Streaming:
+        return _Streaming(self.dependency, _name(method), "unary_stream", request_serializer,
+                          response_deserializer)
 
     def stream_unary(self, method: str, request_serializer: Any = None,
-                     response_deserializer: Any = None, **_: Any) -> Any:
-        return self._streaming("stream_unary", method, request_serializer, response_deserializer)
+                     response_deserializer: Any = None, **_: Any) -> _Streaming:
+        return _Streaming(self.dependency, _name(method), "stream_unary", request_serializer,
+                          response_deserializer)
 
     def stream_stream(self, method: str, request_serializer: Any = None,
-                      response_deserializer: Any = None, **_: Any) -> Any:
-        return self._streaming("stream_stream", method, request_serializer,
-                               response_deserializer)
-
-    def _streaming(self, kind: str, method: str, serializer: Any, deserializer: Any) -> Any:
-        """Client-streaming calls (reflection, none in livemesh's APIs): one instance,
-        the propagated deadline, nothing else."""
-        dependency = self.dependency
-
-        def call(requests: Any = None, *, timeout: float | None = None, metadata: Any = None,
-                 **_: Any) -> Any:
-            def invoke(endpoint: Endpoint) -> Any:
-                bound = getattr(endpoint.channel, kind)(
-                    _name(method), request_serializer=serializer,
-                    response_deserializer=deserializer)
-                return lambda **kw: bound(requests, **kw)
-
-            return dependency.stream(_name(method), invoke, timeout, metadata)
-
-        return call
+                      response_deserializer: Any = None, **_: Any) -> _Streaming:
+        return _Streaming(self.dependency, _name(method), "stream_stream", request_serializer,
+                          response_deserializer)
 
     async def close(self, grace: float | None = None) -> None:
         await self.dependency.close()

@@ -16,13 +16,14 @@ import os
 import random
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
 
-from services.resilience.handlers import Stream, Unary, method_of, wrap
+from services.resilience.context import Inbound
+from services.resilience.handlers import Stage, StreamStep, UnaryStep
 
 FAULTS_FILE_ENV = "LIVEMESH_FAULTS_FILE"
 
@@ -44,11 +45,12 @@ class FaultRule:
         return 1 if self.match == "*" else 0
 
 
-class FaultInjector(grpc.aio.ServerInterceptor):
+class FaultInjector(Stage):
     def __init__(
         self, rules: Iterable[FaultRule] = (), rng: random.Random | None = None,
         path: str | None = None,
     ) -> None:
+        super().__init__()
         self.rules: list[FaultRule] = list(rules)
         self.rng = rng or random.Random()
         self.path = path if path is not None else os.environ.get(FAULTS_FILE_ENV)
@@ -92,33 +94,29 @@ class FaultInjector(grpc.aio.ServerInterceptor):
         if rule.error and self.rng.random() < rule.error_rate:
             await ctx.abort(grpc.StatusCode[rule.error], f"injected fault: {rule.error}")
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        rule = self.rule_for(method_of(handler_call_details))
-        if rule is None:
-            return handler
-        apply = self._apply
+    def unary(self, method: str, inner: UnaryStep) -> UnaryStep:
+        rule_for, apply = self.rule_for, self._apply
 
-        def unary(behaviour: Unary) -> Unary:
-            async def handle(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+        async def handle(request: Any, ctx: grpc.aio.ServicerContext, call: Inbound) -> Any:
+            rule = rule_for(method)  # per call: the rules change at run time
+            if rule is not None:
                 await apply(rule, ctx)
-                return await behaviour(request, ctx)
+            return await inner(request, ctx, call)
 
-            return handle
+        return handle
 
-        def stream(behaviour: Stream) -> Stream:
-            async def handle(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    def stream(self, method: str, inner: StreamStep) -> StreamStep:
+        rule_for, apply = self.rule_for, self._apply
+
+        async def handle(request: Any, ctx: grpc.aio.ServicerContext, call: Inbound,
+                         ) -> AsyncIterator[Any]:
+            rule = rule_for(method)
+            if rule is not None:
                 await apply(rule, ctx)
-                async for item in behaviour(request, ctx):
-                    yield item
+            async for item in inner(request, ctx, call):
+                yield item
 
-            return handle
-
-        return wrap(handler, unary, stream)  # type: ignore[return-value]
+        return handle
 
 
 def write_rules(path: str, rules: Iterable[FaultRule]) -> None:

@@ -3,45 +3,46 @@ context of its handler, so every outbound call it makes inherits them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from services.resilience import context
-from services.resilience.handlers import Stream, Unary, method_of, wrap
+from services.resilience.context import Inbound
+from services.resilience.handlers import Stage, StreamStep, UnaryStep
 from services.resilience.policy import POLICIES, PolicyTable
 
 
-class DeadlineServerInterceptor(grpc.aio.ServerInterceptor):
+class DeadlineServerInterceptor(Stage):
     def __init__(self, policies: PolicyTable = POLICIES) -> None:
+        super().__init__()
         self.policies = policies
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        policy = self.policies.policy(method_of(handler_call_details))
-        sent = context.priority_from(handler_call_details.invocation_metadata)
-        prio = policy.priority if sent is None else min(sent, policy.priority)
+    def unary(self, method: str, inner: UnaryStep) -> UnaryStep:
+        policy = self.policies.policy(method)
+        declared, default_s = policy.priority, policy.timeout_s
 
-        def unary(behaviour: Unary) -> Unary:
-            async def handle(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
-                # a call that came without a deadline gets its method's default
-                remaining = ctx.time_remaining()
-                with context.inbound(policy.timeout_s if remaining is None else remaining, prio):
-                    return await behaviour(request, ctx)
+        async def handle(request: Any, ctx: grpc.aio.ServicerContext, call: Inbound) -> Any:
+            # a call that came without a deadline gets its method's default
+            remaining = ctx.time_remaining()
+            token = context.enter(default_s if remaining is None else remaining,
+                                  call.priority(declared))
+            try:
+                return await inner(request, ctx, call)
+            finally:
+                context.leave(token)
 
-            return handle
+        return handle
 
-        def stream(behaviour: Stream) -> Stream:
-            async def handle(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                with context.inbound(ctx.time_remaining(), prio):
-                    async for item in behaviour(request, ctx):
-                        yield item
+    def stream(self, method: str, inner: StreamStep) -> StreamStep:
+        declared = self.policies.policy(method).priority
 
-            return handle
+        async def handle(request: Any, ctx: grpc.aio.ServicerContext, call: Inbound,
+                         ) -> AsyncIterator[Any]:
+            with context.inbound(ctx.time_remaining(), call.priority(declared)):
+                async for item in inner(request, ctx, call):
+                    yield item
 
-        return wrap(handler, unary, stream)  # type: ignore[return-value]
+        return handle
+

@@ -167,12 +167,21 @@ class AdaptiveLimiter:
         self.inflight += 1
         return True
 
-    def release(self, service_s: float, sample: bool = True, waited_s: float = 0.0) -> None:
+    def why_shed(self, waited_s: float | None) -> str:
+        """Which rule turned away a call that ``waited_s`` (for its RESOURCE_EXHAUSTED)."""
+        queue = self.queue
+        if queue.shedding and waited_s is not None and waited_s > queue.target_s():
+            return f"queued {waited_s * 1000:.0f} ms"
+        return f"concurrency limit {self.limit:.0f}"
+
+    def release(self, service_s: float, sample: bool = True, waited_s: float = 0.0) -> bool:
         """An admitted call ended after ``service_s`` in its handler, having waited
         ``waited_s`` before it; ``sample=False`` when its latency says nothing of load
-        (it failed before doing work)."""
+        (it failed before doing work). True when the limit moved."""
         inflight = self.inflight
         self.inflight -= 1
-        if sample:
-            self.queue.served(service_s)
-            self.algorithm.on_sample(waited_s + service_s, inflight)
+        if not sample:
+            return False
+        self.queue.served(service_s)
+        before = self.algorithm.limit
+        return self.algorithm.on_sample(waited_s + service_s, inflight) != before

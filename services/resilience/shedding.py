@@ -15,66 +15,57 @@ what sees calls queued in front of a busy event loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from services.resilience import metrics
-from services.resilience.context import priority_from, sent_timeout_from
-from services.resilience.handlers import Unary, method_of, wrap
+from services.resilience.context import Inbound
+from services.resilience.handlers import Stage, UnaryStep
 from services.resilience.limiter import AdaptiveLimiter
 from services.resilience.policy import POLICIES, PolicyTable
 
 
-class LoadShedder(grpc.aio.ServerInterceptor):
+class LoadShedder(Stage):
     def __init__(
         self, limiter: AdaptiveLimiter | None = None, policies: PolicyTable = POLICIES,
         name: str = "server",
     ) -> None:
+        super().__init__()
         self.limiter = limiter or AdaptiveLimiter()
         self.policies = policies
         self.name = name
+        self._limit_gauge = metrics.LIMIT.labels(name)
+        self._limit_gauge.set(self.limiter.limit)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = method_of(handler_call_details)
+    def unary(self, method: str, inner: UnaryStep) -> UnaryStep:
         if method.startswith("/grpc."):  # health and reflection are never shed
-            return handler
-        sent = priority_from(handler_call_details.invocation_metadata)
+            return inner
         declared = self.policies.policy(method).priority
-        prio = declared if sent is None else min(sent, declared)
-        sent_timeout = sent_timeout_from(handler_call_details.invocation_metadata)
         limiter = self.limiter
-        limit_gauge = metrics.child(metrics.LIMIT, self.name)
+        limit_gauge = self._limit_gauge
+        shed = {prio: metrics.SHED.labels(method, prio.name) for prio in type(declared)}
 
-        def unary(behaviour: Unary) -> Unary:
-            async def handle(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
-                waited = None
-                if sent_timeout is not None:
-                    remaining = ctx.time_remaining()
-                    if remaining is not None:
-                        waited = max(0.0, sent_timeout - remaining)
-                if not limiter.try_acquire(prio, waited):
-                    metrics.child(metrics.SHED, method, prio.name).inc()
-                    why = (f"queued {waited * 1000:.0f} ms" if limiter.queue.shedding
-                           and waited is not None and waited > limiter.queue.target_s()
-                           else f"concurrency limit {limiter.limit:.0f}")
-                    await ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded: {why}")
-                start = time.monotonic()
-                sample = False  # only a call that did its work says something of load
-                try:
-                    result = await behaviour(request, ctx)
-                    sample = True
-                    return result
-                finally:
-                    limiter.release(time.monotonic() - start, sample, waited or 0.0)
+        async def handle(request: Any, ctx: grpc.aio.ServicerContext, call: Inbound) -> Any:
+            prio = call.priority(declared)
+            waited = None
+            sent_timeout = call.sent_timeout_s
+            if sent_timeout is not None:
+                remaining = ctx.time_remaining()
+                if remaining is not None:
+                    waited = max(0.0, sent_timeout - remaining)
+            if not limiter.try_acquire(prio, waited):
+                shed[prio].inc()
+                await ctx.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"overloaded: {limiter.why_shed(waited)}")
+            start = time.monotonic()
+            sample = False  # only a call that did its work says something of load
+            try:
+                result = await inner(request, ctx, call)
+                sample = True
+                return result
+            finally:
+                if limiter.release(time.monotonic() - start, sample, waited or 0.0):
                     limit_gauge.set(limiter.limit)
 
-            return handle
-
-        return wrap(handler, unary)  # type: ignore[return-value]
+        return handle
