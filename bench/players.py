@@ -29,10 +29,10 @@ import math
 import random
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
-from _harness import Procs, loadavg, print_result, raise_fd_limit, ratio, wait_live
+from _harness import Procs, loadavg, print_result, raise_fd_limit, ratio, summary, wait_live
 
 from livemesh.redis_server import EmbeddedRedis
 from livemesh.tokens import TokenSigner
@@ -58,6 +58,9 @@ class Figures:
     clean: int  # players through the window with no stall (rig) / no error (baseline)
     errors: int
     stack_cpu_s: dict[str, float]  # each stack process over the same window
+    # rig only: encoder prft -> player per segment in the window; high values mean the
+    # encoder or the stack was late, which stalls every player at once whatever it costs
+    delivery_ms: list[float] = field(default_factory=list)
 
     def per_core(self, count: int) -> tuple[float, float]:
         """(CPU per player as a share of one core, players per core)."""
@@ -93,11 +96,13 @@ async def rig_players(
 
         tasks = [asyncio.create_task(one(i, p)) for i, p in enumerate(players)]
         stalls0: list[int] = []
+        delivered0: list[int] = []
 
         async def mark() -> None:
             await asyncio.sleep(settle_s)
             stalls0.extend(len(p.buffer.stalls) + (p.buffer.stall_since is not None)
                            for p in players)  # fmt: skip
+            delivered0.extend(len(p.rec.delivery_ms) for p in players)
 
         marker = asyncio.create_task(mark())
         cpu, wall, stack = await measure_window(settle_s, seconds, procs)
@@ -106,10 +111,14 @@ async def rig_players(
             p.observe() == "playing" and len(p.buffer.stalls) + (p.buffer.stall_since is not None)
             == s0 for p, s0 in zip(players, stalls0, strict=True)
         )  # fmt: skip
+        delivery = [
+            ms for p, d0 in zip(players, delivered0, strict=True) for ms in p.rec.delivery_ms[d0:]
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return Figures(cpu, wall, clean, sum(sum(p.rec.errors.values()) for p in players), stack)
+    errors = sum(sum(p.rec.errors.values()) for p in players)
+    return Figures(cpu, wall, clean, errors, stack, delivery)
 
 
 async def baseline_players(
@@ -197,6 +206,9 @@ def main() -> None:
             f"{n} {c / figures.wall_s * 100:.0f} %" for n, c in figures.stack_cpu_s.items()
         )
         print(f"  {'':19}  stack over the same window (% of a core): {stack}")  # fmt: skip
+    delivery = summary(rig.delivery_ms)
+    print(f"  rig chunk delivery (encoder prft -> player) over the window: p50 "
+          f"{delivery['p50_ms']:.0f} ms, p99 {delivery['p99_ms']:.0f} ms")  # fmt: skip
     print_result({
         "players": args.players,
         "rep": args.rep,
@@ -206,6 +218,8 @@ def main() -> None:
         "rig_clean_players": rig.clean,
         "rig_errors": rig.errors,
         "rig_edge_core_share": round(rig.stack_cpu_s["edge-1"] / rig.wall_s, 3),
+        "rig_delivery_p50_ms": delivery["p50_ms"],
+        "rig_delivery_p99_ms": delivery["p99_ms"],
         "baseline_cpu_per_player_core_share": round(base_share, 7),
         "baseline_players_per_core": round(base_per_core),
         "baseline_errors": base.errors,
