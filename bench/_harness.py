@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from livemesh.processes import stop_processes  # noqa: E402
+from livemesh.redis_server import redis_client  # noqa: E402
 from livemesh.stack import free_port, wait_ready  # noqa: E402
 
 __all__ = ["ROOT", "free_port", "wait_ready"]
@@ -422,11 +423,9 @@ class LiveViewer:
 
 async def wait_live(redis_url: str, channel: str, rep: str, timeout_s: float = 60.0) -> str:
     """The channel's current epoch id, once ``rep`` has published its first chunk."""
-    import redis.asyncio as aioredis
-
     from live.state import ChannelStore
 
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     store = ChannelStore(redis, channel)
     deadline = time.monotonic() + timeout_s
     try:
@@ -442,11 +441,9 @@ async def wait_live(redis_url: str, channel: str, rep: str, timeout_s: float = 6
 
 async def next_segment(redis_url: str, channel: str, epoch: str, rep: str) -> int:
     """Wait for ``rep`` to start a new segment; the number of the one after it (the next)."""
-    import redis.asyncio as aioredis
-
     from live.state import ChannelStore
 
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     store = ChannelStore(redis, channel)
     try:
         start = await store.position(epoch, rep)
@@ -464,9 +461,7 @@ async def stored_at(
     redis_url: str, channel: str, epoch: str, rep: str
 ) -> dict[tuple[int, int], int]:
     """When Redis stored each chunk of ``rep`` (ms, the server's clock in the event id)."""
-    import redis.asyncio as aioredis
-
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     try:
         entries = await redis.xrange(f"lm:{{{channel}}}:events")
     finally:

@@ -34,14 +34,13 @@ from typing import Any
 
 import aiohttp
 import grpc
-import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from livemesh.redis_server import EmbeddedRedis  # noqa: E402
+from livemesh.redis_server import EmbeddedRedis, redis_client  # noqa: E402
 from livemesh.registry.v1 import registry_pb2 as rpb  # noqa: E402
 from livemesh.registry.v1 import registry_pb2_grpc as rpb_grpc  # noqa: E402
 
@@ -124,7 +123,7 @@ class CpuMeter:
 
 
 async def redis_pid(url: str) -> int:
-    client = aioredis.Redis.from_url(url)
+    client = redis_client(url)
     try:
         return int((await client.info("server"))["process_id"])
     finally:

@@ -103,7 +103,6 @@ class Dependency:
         self.budget = RetryBudget(config.budget_ratio, config.budget_window_s,
                                   min_retries=config.budget_min_retries)
         self.breaker = CircuitBreaker(on_change=self._breaker_changed, **config.breaker)
-        self.latency: dict[str, LatencyTracker] = {}
         self._methods: dict[str, Method] = {}
         metrics.BREAKER_STATE.labels(name).set(0)
 
@@ -112,8 +111,12 @@ class Dependency:
         found = self._methods.get(name)
         if found is None:
             found = self._methods[name] = Method(name, self.name)
-            self.latency[name] = found.latency
         return found
+
+    @property
+    def latency(self) -> dict[str, LatencyTracker]:
+        """Each called method's latencies (what the hedge's p95 is taken from)."""
+        return {name: call.latency for name, call in self._methods.items()}
 
     def _breaker_changed(self, old: State, new: State) -> None:
         metrics.BREAKER_STATE.labels(self.name).set(int(new))

@@ -45,4 +45,3 @@ class DeadlineServerInterceptor(Stage):
                     yield item
 
         return handle
-
