@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from _harness import Procs, loadavg, print_result, raise_fd_limit, ratio, summary, wait_live
 
+from livemesh.heap import settle_heap
 from livemesh.redis_server import EmbeddedRedis
 from livemesh.tokens import TokenSigner
 from loadrig.manifest import parse_manifest
@@ -186,6 +187,7 @@ def main() -> None:
         token = TokenSigner.from_env().sign(f"/live/{CHANNEL}/", "bench-players", 3600)
         url = f"{edge}/t/{token}/live/{CHANNEL}/manifest.mpd"
         window = (url, args.players, args.rep, args.settle, args.seconds, procs)
+        settle_heap()  # as a load-rig worker does (livemesh.heap says why)
         rig = uvloop.run(rig_players(*window))
         base = uvloop.run(baseline_players(*window))
         procs.check_alive()

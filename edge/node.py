@@ -27,6 +27,7 @@ from edge.policy import CachePolicy, decide
 from edge.store import Store
 from edge.upstream import HOLD_EXPIRED, HOLD_HEADER, Upstream, UpstreamConfig
 from livemesh import clock
+from livemesh.heap import settle_heap
 from livemesh.tokens import TokenError, TokenSigner, path_is_clean, split_token
 
 log = logging.getLogger("edge")
@@ -777,6 +778,7 @@ async def serve(config: NodeConfig, host: str, port: int) -> None:
 
     loop.add_signal_handler(signal.SIGINT, on_signal, False)
     loop.add_signal_handler(signal.SIGTERM, on_signal, True)
+    settle_heap()
     print(f"READY {config.name} http://{host}:{bound}", flush=True)
     await stop.wait()
     if how["drain"]:

@@ -44,6 +44,7 @@ from live.mpd import iso_utc, render_mpd
 from live.state import ChannelStore, Epoch, Position, Representation
 from live.timing import live_edge_segment
 from livemesh import clock
+from livemesh.heap import settle_heap
 from livemesh.redis_server import shared_client
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,7 @@ async def serve(host: str, port: int, redis_url: str, time_url: str | None = Non
         loop.add_signal_handler(signum, stop.set)
     try:
         await web.TCPSite(runner, host, port).start()
+        settle_heap()
         log.info("origin listening on http://%s:%d", host, port)
         await stop.wait()
     finally:

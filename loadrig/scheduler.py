@@ -19,13 +19,14 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
 
+from livemesh.heap import settle_heap
 from loadrig.chaos import ChaosRunner
 from loadrig.metrics import Collector
 from loadrig.player import Player, PlayerContext, PlayerRecord
@@ -41,7 +42,7 @@ def share(viewers: int, worker: int, workers: int) -> int:
     return viewers * (worker + 1) // workers - viewers * worker // workers
 
 
-def _thin(values: list[float], keep: int) -> list[float]:
+def _thin(values: Sequence[float], keep: int) -> list[float]:
     if len(values) <= keep:
         return [round(v, 4) for v in values]
     step = len(values) / keep
@@ -97,16 +98,15 @@ async def worker_loop(setup: WorkerSetup, send: Callable[[tuple[Any, ...]], None
         )
         active: dict[int, tuple[Player, asyncio.Task[None]]] = {}
         done: list[dict[str, Any]] = []
-        objects: set[str] = set()
         next_index = setup.worker
         next_snapshot = 0.0
+        settle_heap()  # thousands of viewers: full collections would pause them all
 
         def retire(index: int) -> None:
             player, task = active.pop(index)
             if not task.done():
                 task.cancel()
             done.append(record_summary(player.rec, time.time(), t0))
-            objects.update(player.rec.objects)
 
         async def drain(tasks: list[asyncio.Task[None]]) -> None:
             if tasks:
@@ -154,7 +154,7 @@ async def worker_loop(setup: WorkerSetup, send: Callable[[tuple[Any, ...]], None
         await drain(tasks)
         for index in list(active):
             retire(index)
-    send(("done", setup.worker, done, sorted(objects)))
+    send(("done", setup.worker, done, sorted(ctx.objects)))
 
 
 def worker_main(setup: WorkerSetup, conn: Connection) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
+from livemesh.heap import settle_heap
 from livemesh.redis_server import EmbeddedRedis, redis_client
 from services.common.clients import ChannelFactory
 from services.common.server import (
@@ -106,25 +106,6 @@ def service_main(
                         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     run(_run(name, args, build, needs_redis))
     return 0
-
-
-# allocations of container objects between two young collections (CPython's default: 700)
-GC_YOUNG_THRESHOLD = 20_000
-
-
-def settle_heap() -> None:
-    """Called once a process is ready to take calls: what exists by then (modules, servers,
-    channels, caches) lives as long as the process, so it leaves the collector's generations
-    (``gc.freeze``) and a full collection no longer walks it; young collections run every
-    ``GC_YOUNG_THRESHOLD`` allocations instead of 700 (per request the heap only churns
-    short-lived objects, most freed by reference counting). A small saving: over one
-    quick start_playback bench run (~4,000 press plays) the gateway's thread CPU in
-    young and middle collections went 76 -> 33 ms, and a full one walks ~14,000
-    objects instead of ~75,000."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

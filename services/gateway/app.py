@@ -30,6 +30,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from livemesh.heap import settle_heap
 from services.common import jsonmap
 from services.common.auth import TokenVerifier, identity_key_loader
 from services.common.clients import ChannelFactory
@@ -39,7 +40,7 @@ from services.common.errors import (
     ServiceError,
     Unauthenticated,
 )
-from services.common.process import parser_for, run, settle_heap
+from services.common.process import parser_for, run
 from services.gateway.openapi import document
 from services.gateway.routes import ROUTES, STUBS, Route
 
