@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 from livemesh.processes import stop_processes  # noqa: E402
 from livemesh.redis_server import redis_client  # noqa: E402
 from livemesh.stack import free_port, wait_ready  # noqa: E402
+from loadrig.looplag import LoopLag  # noqa: E402
 
-__all__ = ["ROOT", "free_port", "wait_ready"]
+__all__ = ["ROOT", "LoopLag", "free_port", "wait_ready"]
 
 CLI = [sys.executable, "-m", "livemesh.cli"]
 STOP_GRACE_S = 10.0
@@ -156,30 +157,6 @@ def process_cpu(pid: int) -> float:
     except FileNotFoundError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class LoopLag:
-    """How late this process's event loop wakes from a 10 ms sleep: the run-queue wait
-    every process on the machine suffers too (a measure of how oversubscribed the cores are).
-    """
-
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        while True:
-            start = time.perf_counter()
-            await asyncio.sleep(0.01)
-            self.samples.append((time.perf_counter() - start - 0.01) * 1000)
-
-    def __enter__(self) -> LoopLag:
-        self._task = asyncio.get_running_loop().create_task(self._tick())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
 
 
 def raise_fd_limit(wanted: int) -> int:

@@ -128,7 +128,7 @@ async def run_test(
         )
         per_object = {k: counted.get(k, 0) for k in wanted}
     metrics = collector.as_dict()
-    summary = summarise(state.players, state.series, per_object, metrics)
+    summary = summarise(state.players, state.series, per_object, metrics, state.loop_lag_ms)
     results: dict[str, Any] = {
         "profile": profile.name,
         "description": profile.description,

@@ -622,7 +622,8 @@ class Player:
             self.ctx.objects.add(path)
             scanner = BoxScanner(self._on_chunk_of(kind, number, mpd))
             bodies.append(conn.send(link.request(f"{base}/{path}"), scanner, timeout_s))
-        await asyncio.gather(*bodies)  # futures, completed by the protocol: no task per fetch
+        # futures, completed by the protocol: no task per fetch (and no gather for one track)
+        await (bodies[0] if len(bodies) == 1 else asyncio.gather(*bodies))
         for conn in conns:
             if conn.status == 410:  # behind the window: a new epoch, most likely
                 self.stale_mpd = True

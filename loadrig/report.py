@@ -20,6 +20,8 @@ matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from loadrig.results import RIG_LAG_WARN_MS
+
 BAR_WIDTH = 30
 
 
@@ -98,6 +100,11 @@ def figures(results: dict[str, Any]) -> dict[str, Figure]:
     ax.set_ylabel("viewers")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(f"{results['profile']}: viewers over time")
+    lag_ax = ax.twinx()  # the rig's own lateness, on its own scale
+    lag_ax.plot(t, [row.get("rig_lag_ms", 0.0) for row in series], color="tab:olive",
+                linewidth=0.7, label="rig loop lag")  # fmt: skip
+    lag_ax.set_ylabel("rig loop lag (ms)", color="tab:olive", fontsize=8)
+    lag_ax.legend(loc="upper right", fontsize=8)
     _mark_chaos(ax, results)
     ax = axes[1]
     ot, orate = _diff(metrics["origin_requests"])
@@ -183,6 +190,23 @@ pre{{background:#f4f4f4;padding:1em}}</style></head>
     return path
 
 
+def rig_line(rig: dict[str, Any] | None) -> str:
+    """The rig's check on itself: how late its workers' loops woke."""
+    if not rig:
+        return "rig self-check: not measured"
+    lag = rig["loop_lag_ms"]
+    verdict = (
+        "the figures are the system's"
+        if rig["trustworthy"]
+        else "the rig itself was late: its delays are in the stalls, latency and TTFB above"
+    )
+    return (
+        f"rig self-check: worker loop lag p50 {lag['p50']} ms  p99 {lag['p99']} ms  "
+        f"max {lag['max']} ms ({rig['late_share'] * 100:.1f} % of wakes later than "
+        f"{RIG_LAG_WARN_MS:.0f} ms): {verdict}"
+    )
+
+
 def terminal_summary(results: dict[str, Any]) -> str:
     s = results["summary"]
     st, lat, tt, dl = s["startup_s"], s["latency_s"], s["ttfb_ms"], s["delivery_ms"]
@@ -210,6 +234,7 @@ def terminal_summary(results: dict[str, Any]) -> str:
         f"errors       {s['errors'] or 'none'}",
         f"measured: {cap['edge_viewers_per_core']} viewers per edge core, "
         f"{cap['shield_requests_per_core']} shield req/s per core",
+        rig_line(s.get("rig")),
     ]
     for event in results.get("chaos", []):
         lines.append(

@@ -41,6 +41,7 @@ def summarise(
     series: list[dict[str, Any]],
     origin_per_object: dict[str, int],
     metrics: dict[str, Any],
+    loop_lag_ms: Sequence[float] = (),
 ) -> dict[str, Any]:
     started = [p for p in players if p["startup_s"] is not None]
     stalls = [s for p in players for s in p["stalls"]]
@@ -95,6 +96,23 @@ def summarise(
         },
         "viewer_seconds": round(viewer_s, 1),
         "capacity": capacity,
+        "rig": rig_check(loop_lag_ms),
+    }
+
+
+# A worker loop later than this delays what its viewers record by as much: the figures
+# then show the rig's lateness along with the system's.
+RIG_LAG_WARN_MS = 100.0
+
+
+def rig_check(loop_lag_ms: Sequence[float]) -> dict[str, Any]:
+    """How late the workers' loops woke over the run, and whether that taints the figures."""
+    lag = spread(loop_lag_ms)
+    late = [x for x in loop_lag_ms if x > RIG_LAG_WARN_MS]
+    return {
+        "loop_lag_ms": lag,
+        "late_share": round(len(late) / len(loop_lag_ms), 4) if loop_lag_ms else 0.0,
+        "trustworthy": not loop_lag_ms or lag["p99"] <= RIG_LAG_WARN_MS,
     }
 
 

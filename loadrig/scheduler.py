@@ -28,6 +28,7 @@ import aiohttp
 
 from livemesh.heap import settle_heap
 from loadrig.chaos import ChaosRunner
+from loadrig.looplag import LoopLag
 from loadrig.metrics import Collector
 from loadrig.player import Player, PlayerContext, PlayerRecord
 from loadrig.profile import Profile, device_for
@@ -92,69 +93,73 @@ async def worker_loop(setup: WorkerSetup, send: Callable[[tuple[Any, ...]], None
     profile, t0 = setup.profile, setup.t0
     rng = random.Random(setup.worker)
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        ctx = PlayerContext(
-            setup.gateway, profile.player, http, setup.tokens, setup.credentials, rng
-        )
-        active: dict[int, tuple[Player, asyncio.Task[None]]] = {}
-        done: list[dict[str, Any]] = []
-        next_index = setup.worker
-        next_snapshot = 0.0
-        settle_heap()  # thousands of viewers: full collections would pause them all
+    with LoopLag() as lag:  # the worker's own lateness, sent with every snapshot
+        async with aiohttp.ClientSession(connector=connector) as http:
+            ctx = PlayerContext(
+                setup.gateway, profile.player, http, setup.tokens, setup.credentials, rng
+            )
+            active: dict[int, tuple[Player, asyncio.Task[None]]] = {}
+            done: list[dict[str, Any]] = []
+            next_index = setup.worker
+            next_snapshot = 0.0
+            lag_seen = 0  # loop-lag samples already reported
+            settle_heap()  # thousands of viewers: full collections would pause them all
 
-        def retire(index: int) -> None:
-            player, task = active.pop(index)
-            if not task.done():
-                task.cancel()
-            done.append(record_summary(player.rec, time.time(), t0))
-
-        async def drain(tasks: list[asyncio.Task[None]]) -> None:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-        while True:
-            t = time.time() - t0
-            if t > profile.duration_s:
-                break
-            for index in [i for i, (_p, task) in active.items() if task.done()]:
-                retire(index)  # failed viewers leave; the curve brings new ones
-            target = share(profile.viewers_at(t), setup.worker, setup.workers)
-            if len(active) < target:
-                for _ in range(target - len(active)):
-                    device = device_for(profile, next_index)
-                    rec = PlayerRecord(next_index, device.name)
-                    player = Player(ctx, rec, device)
-                    active[next_index] = (player, asyncio.create_task(player.run()))
-                    next_index += setup.workers
-            elif len(active) > target:
-                leaving = rng.sample(sorted(active), len(active) - target)
-                tasks = [active[i][1] for i in leaving]
-                for task in tasks:
+            def retire(index: int) -> None:
+                player, task = active.pop(index)
+                if not task.done():
                     task.cancel()
-                await drain(tasks)
-                for index in leaving:
-                    retire(index)
-            if t >= next_snapshot:
-                states = Counter(p.observe() for p, _ in active.values())
-                send(
-                    (
-                        "tick",
-                        setup.worker,
-                        round(t, 2),
-                        len(active),
-                        dict(states),
-                        sum(len(d["stalls"]) for d in done),
+                done.append(record_summary(player.rec, time.time(), t0))
+
+            async def drain(tasks: list[asyncio.Task[None]]) -> None:
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+
+            while True:
+                t = time.time() - t0
+                if t > profile.duration_s:
+                    break
+                for index in [i for i, (_p, task) in active.items() if task.done()]:
+                    retire(index)  # failed viewers leave; the curve brings new ones
+                target = share(profile.viewers_at(t), setup.worker, setup.workers)
+                if len(active) < target:
+                    for _ in range(target - len(active)):
+                        device = device_for(profile, next_index)
+                        rec = PlayerRecord(next_index, device.name)
+                        player = Player(ctx, rec, device)
+                        active[next_index] = (player, asyncio.create_task(player.run()))
+                        next_index += setup.workers
+                elif len(active) > target:
+                    leaving = rng.sample(sorted(active), len(active) - target)
+                    tasks = [active[i][1] for i in leaving]
+                    for task in tasks:
+                        task.cancel()
+                    await drain(tasks)
+                    for index in leaving:
+                        retire(index)
+                if t >= next_snapshot:
+                    states = Counter(p.observe() for p, _ in active.values())
+                    send(
+                        (
+                            "tick",
+                            setup.worker,
+                            round(t, 2),
+                            len(active),
+                            dict(states),
+                            sum(len(d["stalls"]) for d in done),
+                            round(max(lag.samples[lag_seen:], default=0.0), 1),
+                        )
                     )
-                )
-                next_snapshot += SNAPSHOT_S
-            await asyncio.sleep(TICK_S)  # the curve's clock: one step per tick
-        tasks = [task for _p, task in active.values()]
-        for task in tasks:
-            task.cancel()
-        await drain(tasks)
-        for index in list(active):
-            retire(index)
-    send(("done", setup.worker, done, sorted(ctx.objects)))
+                    lag_seen = len(lag.samples)
+                    next_snapshot += SNAPSHOT_S
+                await asyncio.sleep(TICK_S)  # the curve's clock: one step per tick
+            tasks = [task for _p, task in active.values()]
+            for task in tasks:
+                task.cancel()
+            await drain(tasks)
+            for index in list(active):
+                retire(index)
+        send(("done", setup.worker, done, sorted(ctx.objects), lag.samples))
 
 
 def worker_main(setup: WorkerSetup, conn: Connection) -> None:
@@ -178,6 +183,7 @@ class RunState:
     series: list[dict[str, Any]] = field(default_factory=list)  # per second, all workers
     players: list[dict[str, Any]] = field(default_factory=list)
     objects: set[str] = field(default_factory=set)
+    loop_lag_ms: list[float] = field(default_factory=list)  # every worker's samples
     finished: int = 0
 
 
@@ -236,7 +242,7 @@ async def run_profile(
 
     def on_message(message: tuple[Any, ...]) -> None:
         if message[0] == "tick":
-            _, worker, t, _active, _states, _stalls = message
+            _, worker, t, _active, _states, _stalls, _lag = message
             state.ticks[worker] = message
             if worker == 0:  # one row a second, with every worker's latest snapshot
                 total: Counter[str] = Counter()
@@ -250,11 +256,14 @@ async def run_profile(
                         "playing": total["playing"],
                         "stalled": total["stalled"],
                         "starting": total["starting"],
+                        # the latest snapshot's worst worker: how late its loop woke
+                        "rig_lag_ms": max(tick[6] for tick in state.ticks.values()),
                     }
                 )
         elif message[0] == "done":
             state.players.extend(message[2])
             state.objects.update(message[3])
+            state.loop_lag_ms.extend(message[4])
             state.finished += 1
             if state.finished == workers:
                 all_done.set()

@@ -3,8 +3,10 @@ access-log parsing and replay plans, aggregation, worker shares (no sockets)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
+import time
 
 import pytest
 
@@ -14,8 +16,9 @@ from loadrig.chaos import livemesh_argv, names_of
 from loadrig.manifest import parse_http_date_ms, parse_manifest
 from loadrig.player import BoxScanner
 from loadrig.replay import media_key, parse_line, rebase, requests_per_object, schedule
-from loadrig.report import progress_line
-from loadrig.results import percentile, spread, summarise
+from loadrig.looplag import LoopLag
+from loadrig.report import progress_line, rig_line
+from loadrig.results import RIG_LAG_WARN_MS, percentile, rig_check, spread, summarise
 from loadrig.scale import Capacity, EventShape, parse_mix, plan
 from loadrig.scheduler import share
 
@@ -284,6 +287,28 @@ def test_summary_counts_failovers_and_stalls_longer_than_the_buffer() -> None:
     assert s["stalls"]["longer_than_buffer"] == 1 and s["stalls"]["longest_s"] == 0.9
     assert s["origin_per_object"]["max"] == 1 and s["viewer_seconds"] == 30.0
     assert s["errors"] == {"ConnectionResetError": 1}
+
+
+def test_rig_check_says_when_the_rig_itself_was_late() -> None:
+    quiet = rig_check([0.2] * 990 + [30.0] * 10)
+    assert quiet["trustworthy"] and quiet["late_share"] == 0.0
+    assert "the figures are the system's" in rig_line(quiet)
+    late = rig_check([0.2] * 970 + [RIG_LAG_WARN_MS + 50] * 30)  # 3 % of wakes: over p99
+    assert not late["trustworthy"] and late["late_share"] == 0.03
+    assert late["loop_lag_ms"]["max"] == RIG_LAG_WARN_MS + 50
+    assert "the rig itself was late" in rig_line(late)
+    assert rig_check([])["trustworthy"] and rig_line(None).endswith("not measured")
+
+
+async def test_loop_lag_sees_a_blocked_loop() -> None:
+    with LoopLag() as lag:
+        await asyncio.sleep(0)  # the meter's first sleep starts
+        time.sleep(0.15)  # the loop is blocked: the meter's wake-up is this late
+        for _ in range(1000):  # a few loop iterations run its overdue wake-up
+            if lag.samples:
+                break
+            await asyncio.sleep(0)
+    assert lag.samples and lag.samples[0] >= 100
 
 
 def test_percentiles_and_spread() -> None:
