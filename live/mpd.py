@@ -100,7 +100,7 @@ def _adaptation_set(
     reps: list[Representation],
     config: ChannelConfig,
     epoch: Epoch,
-    time_url: str,
+    time_urls: list[str],
 ) -> None:
     """One AdaptationSet: its LL-DASH descriptors, one SegmentTemplate, its Representations."""
     attrs: dict[str, object] = {
@@ -127,7 +127,7 @@ def _adaptation_set(
         wallClockTime=iso_utc(epoch.start_ms),
         presentationTime=0,
     )
-    _utc_timing(prt, time_url)
+    _utc_timing(prt, time_urls[0])  # the clock wallClockTime is on (one element only)
     # Every chunk (moof+mdat) is a point a client may start parsing at; only the
     # segment's first is a SAP, so the guaranteed type is 0. dT is in the timescale.
     _el(adaptation, "Resync", type=0, dT=config.chunk_ms * timescale // 1000)
@@ -164,8 +164,13 @@ def _representation(adaptation: etree._Element, rep: Representation) -> None:
         )
 
 
-def live_mpd(config: ChannelConfig, epoch: Epoch, now_ms: int, time_url: str) -> etree._Element:
-    """The MPD of ``epoch`` as published at ``now_ms``; ``time_url`` answers UTCTiming."""
+def live_mpd(
+    config: ChannelConfig, epoch: Epoch, now_ms: int, time_urls: list[str]
+) -> etree._Element:
+    """The MPD of ``epoch`` as published at ``now_ms``; ``time_urls`` answer UTCTiming, in
+    the order a player tries them (dash.js moves to the next when one fails)."""
+    if not time_urls:
+        raise ValueError("an LL-DASH MPD needs at least one UTCTiming source")
     mpd = etree.Element(
         f"{{{MPD_NAMESPACE}}}MPD",
         nsmap={None: MPD_NAMESPACE},
@@ -188,8 +193,9 @@ def live_mpd(config: ChannelConfig, epoch: Epoch, now_ms: int, time_url: str) ->
     for set_id, kind in enumerate(("video", "audio"), start=1):
         reps = [r for r in epoch.representations if r.kind == kind]
         if reps:
-            _adaptation_set(period, set_id, kind, reps, config, epoch, time_url)
-    _utc_timing(mpd, time_url)
+            _adaptation_set(period, set_id, kind, reps, config, epoch, time_urls)
+    for time_url in time_urls:
+        _utc_timing(mpd, time_url)
     return mpd
 
 
@@ -199,6 +205,6 @@ def write_mpd(mpd: etree._Element) -> str:
     return text.decode()
 
 
-def render_mpd(config: ChannelConfig, epoch: Epoch, now_ms: int, time_url: str) -> str:
+def render_mpd(config: ChannelConfig, epoch: Epoch, now_ms: int, time_urls: list[str]) -> str:
     """The MPD text of ``epoch`` at ``now_ms`` (DESIGN.md §3)."""
-    return write_mpd(live_mpd(config, epoch, now_ms, time_url))
+    return write_mpd(live_mpd(config, epoch, now_ms, time_urls))

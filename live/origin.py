@@ -91,11 +91,11 @@ class OriginMetrics:
 
 
 class Origin:
-    """What the handlers share: Redis, the chunk fan-out, the metrics, the UTCTiming URL."""
+    """What the handlers share: Redis, the chunk fan-out, the metrics, the UTCTiming URLs."""
 
-    def __init__(self, redis: aioredis.Redis, time_url: str | None) -> None:
+    def __init__(self, redis: aioredis.Redis, time_urls: list[str]) -> None:
         self.redis = redis
-        self.time_url = time_url
+        self.time_urls = time_urls
         self.fanout = ChunkFanout(redis)
         self.metrics = OriginMetrics()
 
@@ -172,9 +172,9 @@ async def handle_manifest(request: web.Request) -> web.Response:
     epoch = await store.current_epoch()
     if epoch is None:
         raise NotFound("channel is off air")
-    time_url = origin.time_url or f"http://{request.host}/time"
+    time_urls = origin.time_urls or [f"http://{request.host}/time"]
     return web.Response(
-        text=render_mpd(config, epoch, clock.now_ms(), time_url),
+        text=render_mpd(config, epoch, clock.now_ms(), time_urls),
         content_type=MPD_CONTENT_TYPE,
         headers={"Cache-Control": MANIFEST_CACHE},
     )
@@ -351,14 +351,14 @@ async def _on_cleanup(app: web.Application) -> None:
     await app[ORIGIN].fanout.close()
 
 
-def build_app(redis: aioredis.Redis, *, time_url: str | None = None) -> web.Application:
-    """The origin application; ``time_url`` overrides the UTCTiming URL (default: this host)."""
+def build_app(redis: aioredis.Redis, *, time_urls: list[str] | None = None) -> web.Application:
+    """The origin application; ``time_urls`` are the UTCTiming sources (default: this host)."""
     app = web.Application(
         middlewares=[error_middleware, preflight_middleware],
         # A viewer that leaves cancels its handler, so no held or streaming task outlives it.
         handler_args={"handler_cancellation": True, **HTTP_LIMITS},
     )
-    app[ORIGIN] = Origin(redis, time_url)
+    app[ORIGIN] = Origin(redis, time_urls or [])
     app.router.add_get("/time", handle_time)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/live/{channel}/manifest.mpd", handle_manifest)
@@ -368,10 +368,12 @@ def build_app(redis: aioredis.Redis, *, time_url: str | None = None) -> web.Appl
     return app
 
 
-async def serve(host: str, port: int, redis_url: str, time_url: str | None = None) -> None:
+async def serve(
+    host: str, port: int, redis_url: str, time_urls: list[str] | None = None
+) -> None:
     """Run the origin until SIGINT or SIGTERM, then close listeners and Redis cleanly."""
     redis = shared_client(redis_url)
-    runner = web.AppRunner(build_app(redis, time_url=time_url))
+    runner = web.AppRunner(build_app(redis, time_urls=time_urls))
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -394,12 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument(
         "--time-url",
-        help="UTCTiming URL players sync with (a time service every edge answers); "
-        "default: /time on the Host of the request",
+        action="append",
+        dest="time_urls",
+        help="a UTCTiming URL players sync with (every edge answers /time); repeat it for "
+        "more sources, tried in order; default: /time on the Host of the request",
     )
     args = parser.parse_args(argv)
     if not args.redis_url:
         parser.error("no Redis: give --redis-url or set REDIS_URL")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(args.host, args.port, args.redis_url, args.time_url))
+    asyncio.run(serve(args.host, args.port, args.redis_url, args.time_urls))
     return 0

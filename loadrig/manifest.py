@@ -2,7 +2,7 @@
 
 Only the facts the player acts on: availabilityStartTime, segment and chunk durations,
 the URL templates of the video and audio AdaptationSets, the rungs with their
-bandwidths, and the UTCTiming URL (the stack's ``/time``).
+bandwidths, and the UTCTiming URLs (the edges' ``/time``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class LiveManifest:
     chunk_s: float
     video: Track
     audio: Track | None
-    time_url: str
+    time_urls: tuple[str, ...]  # UTCTiming sources, in the order a player tries them
 
     def segment_available_s(self, number: int) -> float:
         """Wall-clock time the first chunk of segment ``number`` is due (availability)."""
@@ -55,8 +55,9 @@ def parse_manifest(text: str) -> LiveManifest:
     if root.get("type") != "dynamic" or root.get("availabilityStartTime") is None:
         raise ValueError("MPD is not a dynamic (live) presentation")
     ast = _utc_s(root.get("availabilityStartTime", ""))
-    timing = root.find("m:UTCTiming", NS)
-    time_url = timing.get("value", "") if timing is not None else ""
+    time_urls = tuple(
+        value for t in root.iterfind("m:UTCTiming", NS) if (value := t.get("value", ""))
+    )
     tracks: dict[str, Track] = {}
     segment_s = chunk_s = 0.0
     for adaptation in root.iterfind("m:Period/m:AdaptationSet", NS):
@@ -77,7 +78,7 @@ def parse_manifest(text: str) -> LiveManifest:
         )
     if "video" not in tracks or segment_s <= 0 or chunk_s <= 0:
         raise ValueError("MPD has no video AdaptationSet with a SegmentTemplate")
-    return LiveManifest(ast, segment_s, chunk_s, tracks["video"], tracks.get("audio"), time_url)
+    return LiveManifest(ast, segment_s, chunk_s, tracks["video"], tracks.get("audio"), time_urls)
 
 
 def parse_http_date_ms(text: str) -> int:

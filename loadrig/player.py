@@ -28,7 +28,7 @@ import struct
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -522,8 +522,8 @@ class Player:
         # on failover the MPD and the init segments already read stay valid (URLs are
         # immutable): the next edge is only a new base URL, as DASH's BaseURL failover is
         mpd = self.mpd
-        if mpd.time_url and not self.clock_synced:
-            await self._sync_clock(mpd.time_url, timeout)
+        if mpd.time_urls and not self.clock_synced:
+            await self._sync_clock(mpd.time_urls, timeout)
         split = urlsplit(url)
         assert split.hostname is not None and split.port is not None
         base = split.path.rsplit("/", 1)[0]  # /t/TOKEN/live/CHANNEL
@@ -588,24 +588,25 @@ class Player:
             early = 0
             self.number += 1
 
-    async def _sync_clock(self, time_url: str, timeout: aiohttp.ClientTimeout) -> None:
-        """Set the clock offset from the MPD's UTCTiming source, once per viewer.
+    async def _sync_clock(self, time_urls: Sequence[str], timeout: aiohttp.ClientTimeout) -> None:
+        """Set the clock offset from the MPD's UTCTiming sources, once per viewer.
 
-        A time source that does not answer is an error to count, not a reason to stop
-        playing: dash.js falls back (to the MPD's Date header, then the device clock;
-        the rig keeps the device clock, exact on one machine).  The source can be a node
-        other than the one playing: the stack's MPD names edge-1's ``/time``, which a
-        kill takes away from every later viewer."""
+        As dash.js does, the sources are tried in order until one answers; one that does
+        not is an error to count, not a reason to stop playing. With none answering,
+        dash.js falls back (to the MPD's Date header, then the device clock); the rig
+        keeps the device clock, exact on one machine."""
         self.clock_synced = True
-        try:
-            t0 = time.time()
-            async with self.ctx.http.get(time_url, timeout=timeout) as resp:
-                server_ms = parse_http_date_ms(await resp.text())
-            t1 = time.time()
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            self.rec.errors[f"time sync: {type(exc).__name__}"] += 1
+        for time_url in time_urls:
+            try:
+                t0 = time.time()
+                async with self.ctx.http.get(time_url, timeout=timeout) as resp:
+                    server_ms = parse_http_date_ms(await resp.text())
+                t1 = time.time()
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                self.rec.errors[f"time sync: {type(exc).__name__}"] += 1
+                continue
+            self.offset_s = server_ms / 1000 - (t0 + t1) / 2
             return
-        self.offset_s = server_ms / 1000 - (t0 + t1) / 2
 
     async def _segment(
         self, base: str, tracks: list[tuple[str, Track]], rungs: dict[str, str]

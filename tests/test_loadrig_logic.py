@@ -13,10 +13,10 @@ import pytest
 from live.cmaf import NTP_EPOCH_OFFSET_S, read_prft_wallclock_ms
 from loadrig.abr import BufferModel, ThroughputEstimate, choose_rung
 from loadrig.chaos import livemesh_argv, names_of
+from loadrig.looplag import LoopLag
 from loadrig.manifest import parse_http_date_ms, parse_manifest
 from loadrig.player import BoxScanner
 from loadrig.replay import media_key, parse_line, rebase, requests_per_object, schedule
-from loadrig.looplag import LoopLag
 from loadrig.report import progress_line, rig_line
 from loadrig.results import RIG_LAG_WARN_MS, percentile, rig_check, spread, summarise
 from loadrig.scale import Capacity, EventShape, parse_mix, plan
@@ -165,7 +165,7 @@ def test_manifest_view() -> None:
     assert mpd.video.rungs == (("v720", 2_500_000), ("v360", 600_000))
     assert mpd.video.media_path("v360", 7) == "1795626208592/v360/7.m4s"
     assert mpd.audio is not None and mpd.audio.init_path("a128") == "1795626208592/a128/init.mp4"
-    assert mpd.time_url == "http://127.0.0.1:1/time"
+    assert mpd.time_urls == ("http://127.0.0.1:1/time",)
     assert mpd.segment_available_s(10) == pytest.approx(1795626208.592 + 20.2)
     assert parse_http_date_ms("2026-11-25T17:03:28.592Z\n") == 1795626208592
     with pytest.raises(ValueError, match="dynamic"):

@@ -44,18 +44,27 @@ def _player(http: aiohttp.ClientSession) -> Player:
 async def test_the_clock_follows_the_time_source(time_url: str) -> None:
     async with aiohttp.ClientSession() as http:
         player = _player(http)
-        await player._sync_clock(time_url, TIMEOUT)
+        await player._sync_clock([time_url], TIMEOUT)
     assert player.clock_synced
     assert AHEAD_S - 1 < player.offset_s < AHEAD_S + 1
     assert not player.rec.errors
 
 
-async def test_a_dead_time_source_is_counted_and_the_viewer_keeps_its_own_clock() -> None:
-    # the stack's MPD names one edge's /time: once that edge is killed, later viewers
-    # must still play (dash.js falls back to the device clock), not fail over and give up
+async def test_a_dead_time_source_is_counted_and_the_next_one_asked(time_url: str) -> None:
+    # the stack's MPD names every edge's /time: with the first edge killed, later viewers
+    # sync with the next, as dash.js does
     async with aiohttp.ClientSession() as http:
         player = _player(http)
-        await player._sync_clock(f"http://127.0.0.1:{free_port()}/time", TIMEOUT)
+        await player._sync_clock([f"http://127.0.0.1:{free_port()}/time", time_url], TIMEOUT)
+    assert AHEAD_S - 1 < player.offset_s < AHEAD_S + 1
+    assert player.rec.errors == {"time sync: ClientConnectorError": 1}
+
+
+async def test_with_no_time_source_answering_the_viewer_keeps_its_own_clock() -> None:
+    # dash.js falls back to the device clock: a viewer plays on, never fails over or gives up
+    async with aiohttp.ClientSession() as http:
+        player = _player(http)
+        await player._sync_clock([f"http://127.0.0.1:{free_port()}/time"], TIMEOUT)
     assert player.clock_synced
     assert player.offset_s == 0.0
     assert player.rec.errors == {"time sync: ClientConnectorError": 1}

@@ -17,7 +17,7 @@ TESTDATA = Path(__file__).parent / "testdata"
 NS = {"d": "urn:mpeg:dash:schema:mpd:2011"}
 START_MS = 1_700_000_000_000
 NOW_MS = START_MS + 12_345
-TIME_URL = "http://origin.test/time"
+TIME_URLS = ["http://edge-1.test/time", "http://edge-2.test/time"]  # tried in this order
 
 REPS = (
     Representation("v720", "video", "avc1.64001f", 2_500_000, 15360, 1280, 720, 30),
@@ -37,7 +37,7 @@ def schema_path() -> Path | None:
 
 
 def mpd_tree(config: ChannelConfig = CONFIG, epoch: Epoch = EPOCH) -> etree._Element:
-    return etree.fromstring(render_mpd(config, epoch, NOW_MS, TIME_URL).encode())
+    return etree.fromstring(render_mpd(config, epoch, NOW_MS, TIME_URLS).encode())
 
 
 def one(tree: etree._Element, path: str) -> etree._Element:
@@ -64,7 +64,7 @@ def test_validates_against_the_dash_schema(dash_schema: etree.XMLSchema) -> None
 def test_schema_check_catches_a_misplaced_element(dash_schema: etree.XMLSchema) -> None:
     """The validation above can fail: an element out of sequence order is rejected."""
     tree = mpd_tree()
-    timing = one(tree, "/d:MPD/d:UTCTiming")
+    timing = tree.xpath("/d:MPD/d:UTCTiming", namespaces=NS)[0]
     tree.insert(0, timing)  # UTCTiming must follow Period
     assert not dash_schema.validate(tree)
 
@@ -137,14 +137,14 @@ def test_low_latency_signalling() -> None:
         assert prt.get("type") == "encoder"
         assert prt.get("wallClockTime") == "2023-11-14T22:13:20.000Z"
         assert prt.get("presentationTime") == "0"
-        assert one(prt, "d:UTCTiming").get("value") == TIME_URL
+        assert one(prt, "d:UTCTiming").get("value") == TIME_URLS[0]
         resync = one(adaptation, "d:Resync")
         template = one(adaptation, "d:SegmentTemplate")
         chunk_units = int(template.get("timescale", "0")) * CONFIG.chunk_ms // 1000
         assert (resync.get("type"), resync.get("dT")) == ("0", str(chunk_units))
-    timing = one(tree, "/d:MPD/d:UTCTiming")
-    assert timing.get("schemeIdUri") == "urn:mpeg:dash:utc:http-iso:2014"
-    assert timing.get("value") == TIME_URL
+    timings = tree.xpath("/d:MPD/d:UTCTiming", namespaces=NS)
+    assert [t.get("schemeIdUri") for t in timings] == ["urn:mpeg:dash:utc:http-iso:2014"] * 2
+    assert [t.get("value") for t in timings] == TIME_URLS  # every source, in the given order
 
 
 def test_other_durations_follow_the_config() -> None:
@@ -165,10 +165,10 @@ def test_mixed_timescales_fall_back_to_milliseconds() -> None:
 
 
 def test_rendering_is_pure_and_matches_the_reference_file() -> None:
-    text = render_mpd(CONFIG, EPOCH, NOW_MS, TIME_URL)
-    assert text == render_mpd(CONFIG, EPOCH, NOW_MS, TIME_URL)
+    text = render_mpd(CONFIG, EPOCH, NOW_MS, TIME_URLS)
+    assert text == render_mpd(CONFIG, EPOCH, NOW_MS, TIME_URLS)
     assert text == (TESTDATA / "demo.mpd").read_text()
-    assert live_mpd(CONFIG, EPOCH, NOW_MS, TIME_URL).get("publishTime") == iso_utc(NOW_MS)
+    assert live_mpd(CONFIG, EPOCH, NOW_MS, TIME_URLS).get("publishTime") == iso_utc(NOW_MS)
 
 
 @pytest.mark.parametrize(

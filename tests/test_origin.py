@@ -157,16 +157,19 @@ async def test_manifest(channel: Channel, server: TestServer, http: aiohttp.Clie
     assert timing == [f"http://127.0.0.1:{server.port}/time"]
 
 
-async def test_manifest_uses_the_configured_time_url(
+async def test_manifest_names_the_configured_time_sources_in_order(
     redis: aioredis.Redis, channel: Channel, http: aiohttp.ClientSession
 ) -> None:
-    server = TestServer(build_app(redis, time_url="https://clock.example/time"), host="127.0.0.1")
+    sources = ["https://clock-1.example/time", "https://clock-2.example/time"]
+    server = TestServer(build_app(redis, time_urls=sources), host="127.0.0.1")
     await server.start_server()
     try:
         async with http.get(url(server, "/live/demo/manifest.mpd")) as response:
-            assert b'value="https://clock.example/time"' in await response.read()
+            mpd = etree.fromstring(await response.read())
     finally:
         await server.close()
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    assert mpd.xpath("d:UTCTiming/@value", namespaces=ns) == sources
 
 
 async def test_time(server: TestServer, http: aiohttp.ClientSession) -> None:
