@@ -3,7 +3,10 @@
 Every worker follows its share of the profile's viewer curve on its own (worker ``w``
 of ``W`` holds ``floor(v·(w+1)/W) - floor(v·w/W)`` of ``v`` viewers), so no message is
 needed to start or stop a player: a flash crowd is many players started in one tick, a
-mass exit is as many cancelled.  Workers send a one-line snapshot a second and, at the
+mass exit is as many cancelled.  A viewer whose player gave up (every edge failed, or
+press play did) comes back as a new viewer after a human pause of ``REJOIN_S``, not at
+once: a chaos event that fails many viewers together must not turn into a press-play
+storm of the rig's own making.  Workers send a one-line snapshot a second and, at the
 end, every viewer's record; the controller (:func:`run_profile`) applies the chaos
 schedule, samples the nodes' metrics and draws the progress bar meanwhile.
 """
@@ -36,11 +39,18 @@ from loadrig.profile import Profile, device_for
 TICK_S = 0.1
 SNAPSHOT_S = 1.0
 SAMPLES_PER_PLAYER = 40  # latency/TTFB samples kept per viewer in the results
+REJOIN_S = (2.0, 10.0)  # a failed viewer presses play again after this long (uniform)
 
 
 def share(viewers: int, worker: int, workers: int) -> int:
     """Worker ``worker``'s part of ``viewers`` (the parts add up exactly; pure)."""
     return viewers * (worker + 1) // workers - viewers * worker // workers
+
+
+def arrivals(target: int, active: int, returning: int) -> int:
+    """Viewers to start now: the curve's ``target`` less those playing and those whose
+    players failed and who will come back (their places are kept for them; pure)."""
+    return max(0, target - active - returning)
 
 
 def _thin(values: Sequence[float], keep: int) -> list[float]:
@@ -103,6 +113,7 @@ async def worker_loop(setup: WorkerSetup, send: Callable[[tuple[Any, ...]], None
             next_index = setup.worker
             next_snapshot = 0.0
             lag_seen = 0  # loop-lag samples already reported
+            rejoins: list[float] = []  # when viewers whose players failed come back
             settle_heap()  # thousands of viewers: full collections would pause them all
 
             def retire(index: int) -> None:
@@ -120,10 +131,12 @@ async def worker_loop(setup: WorkerSetup, send: Callable[[tuple[Any, ...]], None
                 if t > profile.duration_s:
                     break
                 for index in [i for i, (_p, task) in active.items() if task.done()]:
-                    retire(index)  # failed viewers leave; the curve brings new ones
+                    retire(index)  # a failed viewer leaves, and comes back after a pause
+                    rejoins.append(t + rng.uniform(*REJOIN_S))
+                rejoins = [at for at in rejoins if at > t]
                 target = share(profile.viewers_at(t), setup.worker, setup.workers)
-                if len(active) < target:
-                    for _ in range(target - len(active)):
+                if arriving := arrivals(target, len(active), len(rejoins)):
+                    for _ in range(arriving):
                         device = device_for(profile, next_index)
                         rec = PlayerRecord(next_index, device.name)
                         player = Player(ctx, rec, device)

@@ -20,7 +20,7 @@ from loadrig.replay import media_key, parse_line, rebase, requests_per_object, s
 from loadrig.report import progress_line, rig_line
 from loadrig.results import RIG_LAG_WARN_MS, percentile, rig_check, spread, summarise
 from loadrig.scale import Capacity, EventShape, parse_mix, plan
-from loadrig.scheduler import share
+from loadrig.scheduler import arrivals, share
 
 LADDER = [("v720", 2_500_000), ("v480", 1_200_000), ("v360", 600_000)]
 
@@ -323,6 +323,12 @@ def test_worker_shares_add_up() -> None:
     for viewers in (0, 1, 7, 1000, 1001):
         parts = [share(viewers, w, 3) for w in range(3)]
         assert sum(parts) == viewers and max(parts) - min(parts) <= 1
+
+
+def test_failed_viewers_come_back_in_their_own_time() -> None:
+    assert arrivals(10, 5, 0) == 5
+    assert arrivals(10, 5, 3) == 2  # three failed viewers will press play again themselves
+    assert arrivals(10, 5, 8) == 0 and arrivals(4, 5, 0) == 0  # never negative
 
 
 def test_stack_process_names() -> None:
