@@ -17,7 +17,7 @@ from services.channels.service import ChannelService
 from services.common.auth import TokenVerifier
 from services.common.clients import ChannelFactory
 from services.playback.service import PlaybackService, PlaybackServicer
-from services.playback.steering import rank_edges, region_distance
+from services.playback.steering import SATURATED_LOAD, rank_edges, region_distance
 from services.registry.service import RegistryService
 from tests.services.conftest import SignUp, Start, expect_error
 
@@ -31,7 +31,7 @@ def edge(iid: str, region: str, load: float = 0.1, health: int = rpb.HEALTH_SERV
                         health=health, content=content)  # type: ignore[arg-type]
 
 
-def test_ranking_prefers_region_then_health_then_content_then_load() -> None:
+def test_ranking_prefers_region_then_health_then_headroom_then_content_then_load() -> None:
     assert region_distance("eu-west", "eu-west") == 0
     assert region_distance("eu-west", "eu-north") == 1
     assert region_distance("eu-west", "us-east") == 2
@@ -45,6 +45,16 @@ def test_ranking_prefers_region_then_health_then_content_then_load() -> None:
     ]
     ranked = [e.instance_id for e in rank_edges(edges, "eu-west", "demo")]
     assert ranked == ["near-hot", "near-idle", "near-busy", "near-sick", "area", "far"]
+
+
+def test_a_saturated_hot_edge_spills_its_viewers_to_the_next() -> None:
+    hot = edge("hot", "eu-west", load=SATURATED_LOAD, content=("demo",))
+    cold = edge("cold", "eu-west", load=0.3)
+    far = edge("far", "us-east", load=0.0, content=("demo",))
+    ranked = [e.instance_id for e in rank_edges([hot, cold, far], "eu-west", "demo")]
+    assert ranked == ["cold", "hot", "far"]  # still near before far
+    hot.load = SATURATED_LOAD - 0.01  # below the bound its cache wins again
+    assert rank_edges([hot, cold], "eu-west", "demo")[0].instance_id == "hot"
 
 
 @dataclass
