@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 import httptools
 
@@ -440,7 +441,10 @@ async def stored_at(
     """When Redis stored each chunk of ``rep`` (ms, the server's clock in the event id)."""
     redis = redis_client(redis_url)
     try:
-        entries = await redis.xrange(f"lm:{{{channel}}}:events")
+        # (the client does not decode replies: ids and fields are bytes)
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(f"lm:{{{channel}}}:events")
+        )
     finally:
         await redis.aclose()
     out = {}
