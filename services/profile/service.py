@@ -7,10 +7,15 @@ resource's, else PERMISSION_DENIED.
 
 ====================================  ===========================================
 ``lm:pf:{acct}:profiles``             hash profile id -> Profile (JSON)
-``lm:pf:{acct}:{profile}:views``      sorted set title -> view time (ms)
+``lm:pf:{acct}:{profile}:views``      sorted set title -> view time (ms; see below)
 ``lm:pf:{acct}:{profile}:pos``        hash title -> position (s)
 ``lm:pf:req:{request_id}``            result of a mutating call, for retries (24 h)
 ====================================  ===========================================
+
+A view's score is its time in ms, made strictly greater than the profile's newest
+(by ``TIE_STEP_MS``, a microsecond, when two views share a millisecond): the sorted set
+breaks equal scores by the title's bytes, which put two views of one millisecond in
+alphabetical rather than viewing order. The whole milliseconds stay the view's time.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from services.recommend import model
 
 MAX_PROFILES = 5
 IDEMPOTENCY_TTL_S = 24 * 3600
+TIE_STEP_MS = 0.001  # how much newer than the newest view a view's score is at least
 LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
 RATINGS = ("", "G", "PG", "PG-13", "R", "NC-17")
 UPDATABLE = ("display_name", "preferences", "preferences.language",
@@ -216,12 +222,16 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             f"lm:pf:req:{request_id}", title, nx=True, ex=IDEMPOTENCY_TTL_S
         ):
             return pb.RecordViewResponse(view=view)  # a retry: recorded already
-        history = list(await self.redis.zrevrange(f"{prefix}:views", 0, -1))
+        rows = cast(list[tuple[str, float]], await self.redis.zrevrange(
+            f"{prefix}:views", 0, -1, withscores=True))
+        history = [str(t) for t, _ in rows]
+        score = max(float(now_ms), rows[0][1] + TIE_STEP_MS) if rows else float(now_ms)
+        view.view_time.FromMilliseconds(int(score))
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(f"{prefix}:views", {title: now_ms})
+            pipe.zadd(f"{prefix}:views", {title: score})
             pipe.hset(f"{prefix}:pos", title, view.position_seconds)
             if title not in history:
-                model.record_first_view(pipe, title, [str(t) for t in history])
+                model.record_first_view(pipe, title, history)
             await pipe.execute()
         return pb.RecordViewResponse(view=view)
 

@@ -9,6 +9,7 @@ from livemesh.profile.v1 import profile_pb2 as pb
 from livemesh.profile.v1 import profile_pb2_grpc as pb_grpc
 from livemesh.recommend.v1 import recommend_pb2 as rpb
 from livemesh.recommend.v1 import recommend_pb2_grpc as rpb_grpc
+from livemesh.redis_server import redis_client
 from services.common.auth import TokenVerifier
 from services.common.clients import ChannelFactory
 from services.profile.service import ProfileService
@@ -73,6 +74,32 @@ async def test_profiles_crud_history_and_ownership(
     await stub.DeleteProfile(pb.DeleteProfileRequest(name=name), metadata=ada.auth)
     await expect_error(stub.GetProfile(pb.GetProfileRequest(name=name), metadata=ada.auth),
                        grpc.StatusCode.NOT_FOUND)
+
+
+async def test_history_keeps_viewing_order_when_views_share_a_millisecond(
+    start: Start, factory: ChannelFactory, sign_up: SignUp, verifier: TokenVerifier,
+    redis_url: str,
+) -> None:
+    running = await start(ProfileService(redis_url, verifier))
+    stub = factory.stub(pb_grpc.ProfileServiceStub, running.target)
+    ada = await sign_up("ada@example.org")
+    name = await make_profile(stub, ada, "main")
+    first = await stub.RecordView(pb.RecordViewRequest(parent=name, view=pb.View(
+        title="titles/signal-lost")), metadata=ada.auth)
+    # the newest view stored a millisecond ahead of this clock: the next view's own
+    # millisecond would tie or trail it, and ties sort by title (o < s)
+    redis = redis_client(redis_url, decode_responses=True)
+    try:
+        key = f"lm:pf:{ada.account.split('/')[1]}:main:views"
+        ahead = first.view.view_time.ToMilliseconds() + 1000
+        await redis.zadd(key, {"titles/signal-lost": ahead})
+    finally:
+        await redis.aclose()
+    second = await stub.RecordView(pb.RecordViewRequest(parent=name, view=pb.View(
+        title="titles/orbital-decay")), metadata=ada.auth)
+    views = (await stub.ListViews(pb.ListViewsRequest(parent=name), metadata=ada.auth)).views
+    assert [v.title for v in views] == ["titles/orbital-decay", "titles/signal-lost"]
+    assert second.view.view_time.ToMilliseconds() == ahead  # whole ms: the newest one's
 
 
 async def test_profile_bad_input(
