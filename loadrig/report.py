@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import itertools
 import json
 import math
 import shutil
@@ -75,13 +74,27 @@ def _mark_chaos(ax: Any, results: dict[str, Any]) -> None:
         )
 
 
-def _diff(series: list[list[float]]) -> tuple[list[float], list[float]]:
-    ts, rates = [], []
-    for (t0, v0), (t1, v1) in itertools.pairwise(series):
+# Request rates are averaged over a segment's duration: counters sampled once a second
+# against requests that come once a segment (2 s) read as a zigzag between 0 and twice
+# the rate.
+RATE_WINDOW_S = 2.0
+
+
+def rates(
+    series: list[list[float]], window_s: float = RATE_WINDOW_S
+) -> tuple[list[float], list[float]]:
+    """Per-second rates of a counter series ``[(t, count), ...]``, each over the last
+    ``window_s`` (or the longest span the samples allow); a counter reset reads as 0."""
+    ts, out = [], []
+    start = 0
+    for t1, v1 in series[1:]:
+        while start + 1 < len(series) and t1 - series[start + 1][0] >= window_s:
+            start += 1
+        t0, v0 = series[start]
         if t1 > t0:
             ts.append(t1)
-            rates.append(max(0.0, (v1 - v0) / (t1 - t0)))
-    return ts, rates
+            out.append(max(0.0, (v1 - v0) / (t1 - t0)))
+    return ts, out
 
 
 def figures(results: dict[str, Any]) -> dict[str, Figure]:
@@ -107,13 +120,13 @@ def figures(results: dict[str, Any]) -> dict[str, Figure]:
     lag_ax.legend(loc="upper right", fontsize=8)
     _mark_chaos(ax, results)
     ax = axes[1]
-    ot, orate = _diff(metrics["origin_requests"])
+    ot, orate = rates(metrics["origin_requests"])
     ax.plot(ot, orate, label="origin", color="tab:purple")
     for name, node_series in sorted(metrics["node_requests"].items()):
-        nt, nrate = _diff(node_series)
+        nt, nrate = rates(node_series)
         ax.plot(nt, nrate, label=name, linewidth=0.8)
     ax.set_yscale("symlog")
-    ax.set_ylabel("requests / s")
+    ax.set_ylabel(f"requests / s ({RATE_WINDOW_S:g} s average)")
     ax.set_xlabel("seconds into the run")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("requests reaching the origin, the shield and the edges")

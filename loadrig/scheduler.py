@@ -99,80 +99,97 @@ class WorkerSetup:
     t0: float  # wall-clock start of the run, shared by every process
 
 
+class Worker:
+    """One worker process's share of the viewers, stepped along the profile's curve."""
+
+    def __init__(
+        self,
+        setup: WorkerSetup,
+        send: Callable[[tuple[Any, ...]], None],
+        http: aiohttp.ClientSession,
+        lag: LoopLag,
+    ) -> None:
+        self.setup, self.send, self.lag = setup, send, lag
+        self.rng = random.Random(setup.worker)
+        self.ctx = PlayerContext(
+            setup.gateway, setup.profile.player, http, setup.tokens, setup.credentials, self.rng
+        )
+        self.active: dict[int, tuple[Player, asyncio.Task[None]]] = {}
+        self.done: list[dict[str, Any]] = []  # the records of viewers who left
+        self.rejoins: list[float] = []  # when viewers whose players failed come back
+        self.next_index = setup.worker
+        self.lag_seen = 0  # loop-lag samples already reported
+
+    async def run(self) -> None:
+        """Follow the curve until the profile ends, then stop every viewer."""
+        next_snapshot = 0.0
+        while (t := time.time() - self.setup.t0) <= self.setup.profile.duration_s:
+            self.retire_failed(t)
+            await self.follow_curve(t)
+            if t >= next_snapshot:
+                self.snapshot(t)
+                next_snapshot += SNAPSHOT_S
+            await asyncio.sleep(TICK_S)  # the curve's clock: one step per tick
+        await self.leave(list(self.active))
+
+    def retire_failed(self, t: float) -> None:
+        """A viewer whose player gave up leaves, and comes back after a pause."""
+        for index in [i for i, (_p, task) in self.active.items() if task.done()]:
+            self.retire(index)
+            self.rejoins.append(t + self.rng.uniform(*REJOIN_S))
+        self.rejoins = [at for at in self.rejoins if at > t]
+
+    async def follow_curve(self, t: float) -> None:
+        setup = self.setup
+        target = share(setup.profile.viewers_at(t), setup.worker, setup.workers)
+        for _ in range(arrivals(target, len(self.active), len(self.rejoins))):
+            self.join()
+        if len(self.active) > target:
+            await self.leave(self.rng.sample(sorted(self.active), len(self.active) - target))
+
+    def join(self) -> None:
+        index, profile = self.next_index, self.setup.profile
+        device = device_for(profile, index)
+        player = Player(self.ctx, PlayerRecord(index, device.name), device)
+        self.active[index] = (player, asyncio.create_task(player.run()))
+        self.next_index += self.setup.workers
+
+    async def leave(self, leaving: list[int]) -> None:
+        tasks = [self.active[i][1] for i in leaving]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for index in leaving:
+            self.retire(index)
+
+    def retire(self, index: int) -> None:
+        player, task = self.active.pop(index)
+        if not task.done():
+            task.cancel()
+        self.done.append(record_summary(player.rec, time.time(), self.setup.t0))
+
+    def snapshot(self, t: float) -> None:
+        """The one-line snapshot a second: viewers by state, stalls so far, loop lag."""
+        lag = self.lag.samples
+        states = Counter(p.observe() for p, _ in self.active.values())
+        stalls = sum(len(d["stalls"]) for d in self.done)
+        worst_lag = round(max(lag[self.lag_seen :], default=0.0), 1)
+        self.lag_seen = len(lag)
+        self.send(
+            ("tick", self.setup.worker, round(t, 2), len(self.active), dict(states), stalls,
+             worst_lag)
+        )  # fmt: skip
+
+
 async def worker_loop(setup: WorkerSetup, send: Callable[[tuple[Any, ...]], None]) -> None:
-    profile, t0 = setup.profile, setup.t0
-    rng = random.Random(setup.worker)
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     with LoopLag() as lag:  # the worker's own lateness, sent with every snapshot
         async with aiohttp.ClientSession(connector=connector) as http:
-            ctx = PlayerContext(
-                setup.gateway, profile.player, http, setup.tokens, setup.credentials, rng
-            )
-            active: dict[int, tuple[Player, asyncio.Task[None]]] = {}
-            done: list[dict[str, Any]] = []
-            next_index = setup.worker
-            next_snapshot = 0.0
-            lag_seen = 0  # loop-lag samples already reported
-            rejoins: list[float] = []  # when viewers whose players failed come back
+            worker = Worker(setup, send, http, lag)
             settle_heap()  # thousands of viewers: full collections would pause them all
-
-            def retire(index: int) -> None:
-                player, task = active.pop(index)
-                if not task.done():
-                    task.cancel()
-                done.append(record_summary(player.rec, time.time(), t0))
-
-            async def drain(tasks: list[asyncio.Task[None]]) -> None:
-                if tasks:
-                    await asyncio.gather(*tasks, return_exceptions=True)
-
-            while True:
-                t = time.time() - t0
-                if t > profile.duration_s:
-                    break
-                for index in [i for i, (_p, task) in active.items() if task.done()]:
-                    retire(index)  # a failed viewer leaves, and comes back after a pause
-                    rejoins.append(t + rng.uniform(*REJOIN_S))
-                rejoins = [at for at in rejoins if at > t]
-                target = share(profile.viewers_at(t), setup.worker, setup.workers)
-                if arriving := arrivals(target, len(active), len(rejoins)):
-                    for _ in range(arriving):
-                        device = device_for(profile, next_index)
-                        rec = PlayerRecord(next_index, device.name)
-                        player = Player(ctx, rec, device)
-                        active[next_index] = (player, asyncio.create_task(player.run()))
-                        next_index += setup.workers
-                elif len(active) > target:
-                    leaving = rng.sample(sorted(active), len(active) - target)
-                    tasks = [active[i][1] for i in leaving]
-                    for task in tasks:
-                        task.cancel()
-                    await drain(tasks)
-                    for index in leaving:
-                        retire(index)
-                if t >= next_snapshot:
-                    states = Counter(p.observe() for p, _ in active.values())
-                    send(
-                        (
-                            "tick",
-                            setup.worker,
-                            round(t, 2),
-                            len(active),
-                            dict(states),
-                            sum(len(d["stalls"]) for d in done),
-                            round(max(lag.samples[lag_seen:], default=0.0), 1),
-                        )
-                    )
-                    lag_seen = len(lag.samples)
-                    next_snapshot += SNAPSHOT_S
-                await asyncio.sleep(TICK_S)  # the curve's clock: one step per tick
-            tasks = [task for _p, task in active.values()]
-            for task in tasks:
-                task.cancel()
-            await drain(tasks)
-            for index in list(active):
-                retire(index)
-        send(("done", setup.worker, done, sorted(ctx.objects), lag.samples))
+            await worker.run()
+        send(("done", setup.worker, worker.done, sorted(worker.ctx.objects), lag.samples))
 
 
 def worker_main(setup: WorkerSetup, conn: Connection) -> None:

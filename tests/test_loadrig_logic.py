@@ -17,7 +17,7 @@ from loadrig.looplag import LoopLag
 from loadrig.manifest import parse_http_date_ms, parse_manifest
 from loadrig.player import BoxScanner
 from loadrig.replay import media_key, parse_line, rebase, requests_per_object, schedule
-from loadrig.report import progress_line, rig_line
+from loadrig.report import progress_line, rates, rig_line
 from loadrig.results import RIG_LAG_WARN_MS, percentile, rig_check, spread, summarise
 from loadrig.scale import Capacity, EventShape, parse_mix, plan
 from loadrig.scheduler import arrivals, share
@@ -338,6 +338,16 @@ def test_stack_process_names() -> None:
     assert names_of(["channel", "demo"]) == {"channel", "channel-demo"}
     assert names_of(["redis-server", "--port", "0"]) == {"redis"}
     assert livemesh_argv(["/usr/bin/python3", "other.py"]) is None
+
+
+def test_request_rates_are_averaged_over_a_segment() -> None:
+    # a counter sampled each second that grows by 10 once every 2 s (one request burst a
+    # segment): per-second differences would read 0, 10, 0, 10
+    series = [[float(t), float(10 * (t // 2))] for t in range(8)]
+    ts, per_s = rates(series, window_s=2.0)
+    assert ts == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert per_s == [0.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+    assert rates([[0.0, 5.0], [1.0, 0.0]]) == ([1.0], [0.0])  # a restarted node's counter
 
 
 def test_progress_line() -> None:
