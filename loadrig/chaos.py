@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from livemesh.processes import parent_death_signal
 from loadrig.profile import ChaosEvent
 from services.resilience.faults import FaultRule, write_rules
 
@@ -188,7 +189,12 @@ class ChaosRunner:
             time.sleep(0.02)  # not our child: /proc is the only place its exit shows
         Path(cwd).mkdir(parents=True, exist_ok=True)
         self.started.append(
-            subprocess.Popen(cmdline, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [*parent_death_signal(), *cmdline],
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         )
         return f"pid {victim.pid} -> {self.started[-1].pid}"
 

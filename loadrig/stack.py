@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from types import TracebackType
 
 from livemesh.redis_server import EmbeddedRedis, configured_redis_url
-from livemesh.stack import DEFAULT_TOPOLOGY, Stack, load_topology, wait_ready
+from livemesh.stack import DEFAULT_TOPOLOGY, Stack, child_command, load_topology, wait_ready
 from services.resilience.faults import FAULTS_FILE_ENV
 
 
@@ -41,7 +40,7 @@ class RigStack:
         for spec in topology.processes:
             with open(self.log_dir / f"{spec.name}.log", "wb") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "livemesh.cli", *spec.args],
+                    child_command(spec),
                     env=env,
                     stdout=log,
                     stderr=log,
