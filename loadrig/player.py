@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
 import struct
 import time
 from array import array
@@ -346,12 +347,21 @@ class PlayerContext:
     objects: set[str] = field(default_factory=set)
 
 
+def gateway_error(status: int, body: object) -> str:
+    """What a gateway refusal says, as one error kind of the report: the status and the
+    error body's message with its numbers as N ("concurrency limit 27" and "... 31" are
+    one kind), e.g. ``gateway 429: overloaded: concurrency limit N``."""
+    error = body.get("error") if isinstance(body, dict) else None
+    message = str(error.get("message", "")) if isinstance(error, dict) else str(body)
+    return f"gateway {status}: " + re.sub(r"\d+", "N", message)[:80]
+
+
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, object]:
     body = await resp.json(content_type=None)
     if resp.status != 200:
         retry_after = resp.headers.get("Retry-After", "")
         raise PlayerError(
-            f"gateway {resp.status}: {str(body)[:120]}",
+            gateway_error(resp.status, body),
             float(retry_after) if retry_after.isdigit() else 0.0,
         )
     assert isinstance(body, dict)
@@ -458,7 +468,7 @@ class Player:
                 urls = await press_play(self.ctx, rec.index)
                 break
             except (aiohttp.ClientError, PlayerError, TimeoutError, OSError) as exc:
-                rec.errors[f"start: {type(exc).__name__}: {exc}"[:60]] += 1
+                rec.errors[f"start: {type(exc).__name__}: {exc}"[:100]] += 1
                 # a player app's retry: exponential backoff with full jitter, and never
                 # sooner than the gateway's Retry-After (a shed press-play says when)
                 backoff = self.ctx.rng.uniform(0, START_BACKOFF_S * 2**attempt)

@@ -15,7 +15,7 @@ from loadrig.abr import BufferModel, ThroughputEstimate, choose_rung
 from loadrig.chaos import livemesh_argv, names_of
 from loadrig.looplag import LoopLag
 from loadrig.manifest import parse_http_date_ms, parse_manifest
-from loadrig.player import BoxScanner
+from loadrig.player import BoxScanner, gateway_error
 from loadrig.replay import media_key, parse_line, rebase, requests_per_object, schedule
 from loadrig.report import progress_line, rates, rig_line
 from loadrig.results import RIG_LAG_WARN_MS, percentile, rig_check, spread, summarise
@@ -338,6 +338,18 @@ def test_stack_process_names() -> None:
     assert names_of(["channel", "demo"]) == {"channel", "channel-demo"}
     assert names_of(["redis-server", "--port", "0"]) == {"redis"}
     assert livemesh_argv(["/usr/bin/python3", "other.py"]) is None
+
+
+def test_gateway_refusals_add_up_by_kind() -> None:
+    def body(message: str) -> dict[str, object]:
+        return {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": message,
+                          "requestId": "f00"}}  # fmt: skip
+
+    shed = gateway_error(429, body("overloaded: concurrency limit 27 reached"))
+    assert shed == "gateway 429: overloaded: concurrency limit N reached"
+    assert gateway_error(429, body("overloaded: concurrency limit 31 reached")) == shed
+    assert gateway_error(429, body("rate limit exceeded")) == "gateway 429: rate limit exceeded"
+    assert gateway_error(502, "not json") == "gateway 502: not json"
 
 
 def test_request_rates_are_averaged_over_a_segment() -> None:
