@@ -126,8 +126,13 @@ class Stack:
         self.stopping = threading.Event()
 
     def start(self, spec: ProcessSpec, env: dict[str, str]) -> None:
-        command = child_command(spec)
-        self.children.append((spec.name, subprocess.Popen(command, env={**os.environ, **env})))
+        # a child's own ready line on stdout ("gateway: http://…", for launchers that read
+        # the port it bound) would come before it answers and repeat what the supervisor
+        # announces once it does; its log (stderr) stays on the terminal
+        proc = subprocess.Popen(
+            child_command(spec), env={**os.environ, **env}, stdout=subprocess.DEVNULL
+        )
+        self.children.append((spec.name, proc))
 
     def first_dead(self) -> str | None:
         return next((name for name, proc in self.children if proc.poll() is not None), None)
