@@ -170,16 +170,14 @@ class Worker:
         self.done.append(record_summary(player.rec, time.time(), self.setup.t0))
 
     def snapshot(self, t: float) -> None:
-        """The one-line snapshot a second: viewers by state, stalls so far, loop lag."""
+        """The one-line snapshot a second: viewers by state and the worst loop lag since the
+        last snapshot."""
         lag = self.lag.samples
         states = Counter(p.observe() for p, _ in self.active.values())
-        stalls = sum(len(d["stalls"]) for d in self.done)
         worst_lag = round(max(lag[self.lag_seen :], default=0.0), 1)
         self.lag_seen = len(lag)
-        self.send(
-            ("tick", self.setup.worker, round(t, 2), len(self.active), dict(states), stalls,
-             worst_lag)
-        )  # fmt: skip
+        self.send(("tick", self.setup.worker, round(t, 2), len(self.active), dict(states),
+                   worst_lag))  # fmt: skip
 
 
 async def worker_loop(setup: WorkerSetup, send: Callable[[tuple[Any, ...]], None]) -> None:
@@ -272,7 +270,7 @@ async def run_profile(
 
     def on_message(message: tuple[Any, ...]) -> None:
         if message[0] == "tick":
-            _, worker, t, _active, _states, _stalls, _lag = message
+            _, worker, t, _active, _states, _lag = message
             state.ticks[worker] = message
             if worker == 0:  # one row a second, with every worker's latest snapshot
                 total: Counter[str] = Counter()
@@ -287,7 +285,7 @@ async def run_profile(
                         "stalled": total["stalled"],
                         "starting": total["starting"],
                         # the latest snapshot's worst worker: how late its loop woke
-                        "rig_lag_ms": max(tick[6] for tick in state.ticks.values()),
+                        "rig_lag_ms": max(tick[5] for tick in state.ticks.values()),
                     }
                 )
         elif message[0] == "done":

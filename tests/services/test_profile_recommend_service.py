@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
+import pytest
+import redis.asyncio as aioredis
 from google.protobuf import field_mask_pb2
 
 from livemesh.profile.v1 import profile_pb2 as pb
 from livemesh.profile.v1 import profile_pb2_grpc as pb_grpc
 from livemesh.recommend.v1 import recommend_pb2 as rpb
 from livemesh.recommend.v1 import recommend_pb2_grpc as rpb_grpc
-from livemesh.redis_server import redis_client
 from services.common.auth import TokenVerifier
 from services.common.clients import ChannelFactory
 from services.profile.service import ProfileService
@@ -22,6 +25,26 @@ async def make_profile(stub: pb_grpc.ProfileServiceStub, viewer: Viewer, pid: st
         parent=viewer.account, profile_id=pid, profile=pb.Profile(display_name=pid)),
         metadata=viewer.auth)
     return reply.profile.name
+
+
+@dataclass
+class AdasProfile:
+    """A running profile service, a signed-up viewer and her profile ``main``."""
+
+    stub: pb_grpc.ProfileServiceStub
+    ada: Viewer
+    name: str
+
+
+@pytest.fixture
+async def adas_profile(
+    start: Start, factory: ChannelFactory, sign_up: SignUp, verifier: TokenVerifier,
+    redis_url: str,
+) -> AdasProfile:
+    running = await start(ProfileService(redis_url, verifier))
+    stub = factory.stub(pb_grpc.ProfileServiceStub, running.target)
+    ada = await sign_up("ada@example.org")
+    return AdasProfile(stub, ada, await make_profile(stub, ada, "main"))
 
 
 async def test_profiles_crud_history_and_ownership(
@@ -77,24 +100,16 @@ async def test_profiles_crud_history_and_ownership(
 
 
 async def test_history_keeps_viewing_order_when_views_share_a_millisecond(
-    start: Start, factory: ChannelFactory, sign_up: SignUp, verifier: TokenVerifier,
-    redis_url: str,
+    adas_profile: AdasProfile, redis: aioredis.Redis
 ) -> None:
-    running = await start(ProfileService(redis_url, verifier))
-    stub = factory.stub(pb_grpc.ProfileServiceStub, running.target)
-    ada = await sign_up("ada@example.org")
-    name = await make_profile(stub, ada, "main")
+    stub, ada, name = adas_profile.stub, adas_profile.ada, adas_profile.name
     first = await stub.RecordView(pb.RecordViewRequest(parent=name, view=pb.View(
         title="titles/signal-lost")), metadata=ada.auth)
-    # the newest view stored a millisecond ahead of this clock: the next view's own
-    # millisecond would tie or trail it, and ties sort by title (o < s)
-    redis = redis_client(redis_url, decode_responses=True)
-    try:
-        key = f"lm:pf:{ada.account.split('/')[1]}:main:views"
-        ahead = first.view.view_time.ToMilliseconds() + 1000
-        await redis.zadd(key, {"titles/signal-lost": ahead})
-    finally:
-        await redis.aclose()
+    # the newest view stored a second ahead of this clock: the next view's own
+    # millisecond would trail it, as a tie would (ties sort by title: o < s)
+    key = f"lm:pf:{ada.account.split('/')[1]}:main:views"
+    ahead = first.view.view_time.ToMilliseconds() + 1000
+    await redis.zadd(key, {"titles/signal-lost": ahead})
     second = await stub.RecordView(pb.RecordViewRequest(parent=name, view=pb.View(
         title="titles/orbital-decay")), metadata=ada.auth)
     views = (await stub.ListViews(pb.ListViewsRequest(parent=name), metadata=ada.auth)).views
@@ -102,14 +117,8 @@ async def test_history_keeps_viewing_order_when_views_share_a_millisecond(
     assert second.view.view_time.ToMilliseconds() == ahead  # whole ms: the newest one's
 
 
-async def test_profile_bad_input(
-    start: Start, factory: ChannelFactory, sign_up: SignUp, verifier: TokenVerifier,
-    redis_url: str,
-) -> None:
-    running = await start(ProfileService(redis_url, verifier))
-    stub = factory.stub(pb_grpc.ProfileServiceStub, running.target)
-    ada = await sign_up("ada@example.org")
-    name = await make_profile(stub, ada, "main")
+async def test_profile_bad_input(adas_profile: AdasProfile) -> None:
+    stub, ada, name = adas_profile.stub, adas_profile.ada, adas_profile.name
     cases = [
         (stub.CreateProfile(pb.CreateProfileRequest(parent="users/x"), metadata=ada.auth),
          "parent"),
