@@ -10,8 +10,7 @@ STAMP := $(VENV)/.installed
 demo: setup
 	$(BIN)/livemesh demo
 
-test: setup system-deps browser-deps proto-check
-	$(BIN)/ruff check .
+test: setup system-deps browser-deps proto-check lint
 	$(BIN)/python -m pytest
 
 setup: $(STAMP)
@@ -22,11 +21,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Real clients the tests drive (ffprobe/ffmpeg). Installed from Debian's packages when missing.
+# Real clients the tests drive, from Debian's packages when missing: ffprobe/ffmpeg, curl
+# and jq (the README's commands, which tests/test_readme.py runs verbatim), and ip (iproute2:
+# the regions' network namespaces in tests/test_regions_netns.py).
 system-deps:
-	@command -v ffprobe >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq ffmpeg >/dev/null; }
+	@missing=""; command -v ffprobe >/dev/null || missing="ffmpeg"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	[ -z "$$missing" ] || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; }
 
 # The browser player (player/): Debian's Chromium, driven by the playwright package (dev
 # extras), and dash.js from npm at the version player/package-lock.json pins.
@@ -47,9 +51,14 @@ proto-check: setup
 	scripts/buf_breaking.sh
 	scripts/gen_protos.sh --check
 
+# ruff (check and format) over the tree; mypy over every hand-written package (pyproject's
+# [tool.mypy] files, the kernel held to --strict's checks) and over the benchmarks, from
+# their folder (they are scripts that import bench/_harness.py)
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy livemesh live edge services
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd bench && ../$(BIN)/mypy .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

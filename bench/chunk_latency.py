@@ -17,80 +17,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from live.cmaf import iter_boxes
+from kernel.channel_config import ChannelConfig
+from kernel.channel_config_store import create_channel_config
+from kernel.isobmff import ChunkScanner
+from kernel.keys import ChannelKeys
+from kernel.ports import free_port
+from kernel.redis_server import EmbeddedRedis, redis_client
+from kernel.stats import summary_ms
+from kernel.supervise import wait_ready
 from live.state import ChannelStore
-from livemesh.redis_server import EmbeddedRedis, redis_client
-from livemesh.stack import free_port, wait_ready
 
 CHANNEL = "bench"
 REP = "v720"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "count": len(values),
-        "p50_ms": round(statistics.median(values), 2),
-        "p99_ms": round(percentile(values, 0.99), 2),
-        "max_ms": round(max(values), 2),
-    }
-
-
-class ChunkSplitter:
-    """Counts complete moof+mdat pairs in a byte stream as it arrives."""
-
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.offset = 0
-        self.chunks_done = 0
-
-    def feed(self, data: bytes) -> int:
-        """Add bytes; returns how many chunks completed with them."""
-        self.buffer += data
-        done = 0
-        while True:
-            try:
-                box = next(iter_boxes(self.buffer, self.offset), None)
-            except ValueError:  # the next box has not fully arrived
-                return done
-            if box is None:
-                return done
-            self.offset = box.end
-            if box.type == b"mdat":
-                done += 1
-                self.chunks_done += 1
 
 
 async def origin_reader(
     base: str, epoch: str, first: int, last: int, arrivals: dict[tuple[int, int], int]
 ) -> None:
     """Hold a request for each next segment and note when each chunk arrives."""
+    done: list[int] = []  # ordinals of the chunks the last read completed
     async with aiohttp.ClientSession() as session:
         for number in range(first, last + 1):
             url = f"{base}/live/{CHANNEL}/{epoch}/{REP}/{number}.m4s"
-            splitter = ChunkSplitter()
+            scanner = ChunkScanner(lambda ordinal, _n, _s, _p: done.append(ordinal))
             async with session.get(url) as response:
                 response.raise_for_status()
                 async for data in response.content.iter_any():
                     now = time.time_ns() / 1e6
-                    for _ in range(splitter.feed(data)):
-                        arrivals[(number, splitter.chunks_done - 1)] = int(now * 1000)
+                    scanner.feed(data, now)
+                    for ordinal in done:
+                        arrivals[(number, ordinal)] = int(now * 1000)
+                    done.clear()
 
 
 async def redis_reader(
@@ -107,8 +76,10 @@ async def redis_reader(
 
 async def stored_at(redis: aioredis.Redis, epoch: str) -> dict[tuple[int, int], float]:
     """When Redis stored each chunk (ms, from the event ids)."""
-    entries = await redis.xrange(f"lm:{{{CHANNEL}}}:events")
-    out = {}
+    entries = cast(
+        list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(ChannelKeys(CHANNEL).events)
+    )
+    out: dict[tuple[int, int], float] = {}
     for entry_id, fields in entries:
         if fields[b"e"].decode() == epoch and fields[b"r"].decode() == REP:
             out[(int(fields[b"n"]), int(fields[b"k"]))] = int(entry_id.split(b"-")[0])
@@ -125,9 +96,7 @@ def latencies(
 async def measure(redis_url: str, origin: str, seconds: int) -> dict[str, object]:
     redis = redis_client(redis_url)
     store = ChannelStore(redis, CHANNEL)
-    while (epoch := await store.current_epoch()) is None or not await store.position(
-        epoch.id, REP
-    ):
+    while (epoch := await store.current_epoch()) is None or not await store.position(epoch.id, REP):
         await asyncio.sleep(0.05)  # the channel process gives no other start signal
     position = await store.position(epoch.id, REP)
     assert position is not None
@@ -144,8 +113,8 @@ async def measure(redis_url: str, origin: str, seconds: int) -> dict[str, object
     await redis.aclose()
     in_range = {k: v for k, v in redis_arrivals.items() if first <= k[0] <= last}
     return {
-        "origin": summary(latencies(origin_arrivals, stored)),
-        "redis": summary(latencies(in_range, stored)),
+        "origin": summary_ms(latencies(origin_arrivals, stored)),
+        "redis": summary_ms(latencies(in_range, stored)),
     }
 
 
@@ -157,7 +126,8 @@ def main() -> None:
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     with EmbeddedRedis() as server:
-        cli = [sys.executable, "-m", "livemesh.cli"]
+        cli = [sys.executable, "-m", "command.cli"]
+        create_channel_config(server.url, ChannelConfig(CHANNEL))  # as the channels service would
         procs = [
             subprocess.Popen([*cli, "origin", "--port", str(port), "--redis-url", server.url]),
             subprocess.Popen(

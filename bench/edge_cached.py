@@ -33,6 +33,8 @@ from pathlib import Path
 
 from _harness import Procs, free_port, loadavg, pinned, print_result, ratio, wait_ready
 
+from kernel import procfs
+
 OBJECTS = {"small": 796, "large": 64 << 10}
 SERVER_CPUS = "0"
 LOAD_CPUS = "1"
@@ -135,25 +137,11 @@ def _ms(text: str) -> float:
     return float(value) * UNITS[unit]
 
 
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-
-
 def cpu_times(root: int) -> dict[int, float]:
-    """User + system CPU seconds of ``root`` and each of its child processes, from /proc."""
-    try:
-        with open(f"/proc/{root}/task/{root}/children") as f:
-            pids = [root, *(int(p) for p in f.read().split())]
-    except FileNotFoundError:
-        pids = [root]
-    out = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except FileNotFoundError:  # e.g. nginx's cache loader, gone after its work
-            continue
-        out[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime, stime
-    return out
+    """User + system CPU seconds of ``root`` and each of its child processes, from /proc
+    (a child already gone, e.g. nginx's cache loader after its work, is left out)."""
+    pids = [root, *procfs.children(root)]
+    return {pid: procfs.cpu_seconds(pid) for pid in pids if procfs.alive(pid)}
 
 
 def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:

@@ -29,12 +29,12 @@ from _harness import (
     print_result,
     ratio,
     stored_at,
-    summary,
     wait_live,
 )
 
-from livemesh.redis_server import EmbeddedRedis
-from livemesh.tokens import TokenSigner
+from kernel.redis_server import EmbeddedRedis
+from kernel.stats import summary_ms
+from kernel.tokens import TokenSigner
 
 CHANNEL = "chunklat"
 TARGET_ADDED_P99_MS = 30.0
@@ -56,10 +56,10 @@ def latencies(v: LiveViewer, times: dict[int, list[int]]) -> list[float]:
 
 
 async def measure(
-    redis_url: str, origin: str, edge: str, rep: str, segments: int
+    redis_url: str, origin: str, edge: str, rep: str, segments: int, signer: TokenSigner
 ) -> dict[str, dict[str, float]]:
     epoch = await wait_live(redis_url, CHANNEL, rep)
-    token = TokenSigner.from_env().sign(f"/live/{CHANNEL}/", "bench-session", 3600)
+    token = signer.sign(f"/live/{CHANNEL}/", "bench-session", 3600)
     await next_segment(redis_url, CHANNEL, epoch, rep)  # let the channel settle a segment
     first = await next_segment(redis_url, CHANNEL, epoch, rep)
     tier = viewer(edge, f"/t/{token}/live/{CHANNEL}/{epoch}/{rep}")
@@ -70,11 +70,14 @@ async def measure(
         if v.errors:
             print(f"  {name} viewer: {len(v.errors)} segment(s) failed, e.g. {v.errors[0]}")
     times = chunk_times(await stored_at(redis_url, CHANNEL, epoch, rep))
-    out = {"tier": summary(latencies(tier, times)), "origin": summary(latencies(direct, times))}
+    out = {
+        "tier": summary_ms(latencies(tier, times)),
+        "origin": summary_ms(latencies(direct, times)),
+    }
     # paired: the same chunk's arrival through the tier minus straight from the origin
     straight = {(n, i): t for n, i, t in direct.chunks}
     paired = [(t - straight[(n, i)]) * 1000 for n, i, t in tier.chunks if (n, i) in straight]
-    out["paired"] = summary(paired)
+    out["paired"] = summary_ms(paired)
     out["tier"]["failed_segments"] = len(tier.errors)
     out["origin"]["failed_segments"] = len(direct.errors)
     return out
@@ -94,7 +97,7 @@ def main() -> None:
         procs.channel(CHANNEL, redis.url)
         shield = procs.edge("shield-1", "shield", [origin], tokens=False)
         edge = procs.edge("edge-1", "edge", [shield], [origin])
-        figures = uvloop.run(measure(redis.url, origin, edge, args.rep, segments))
+        figures = uvloop.run(measure(redis.url, origin, edge, args.rep, segments, procs.signer))
         procs.check_alive()
     print(f"load average at end: {loadavg()}")
     tier, direct, paired = figures["tier"], figures["origin"], figures["paired"]

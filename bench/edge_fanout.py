@@ -44,12 +44,11 @@ from _harness import (
     raise_fd_limit,
     ratio,
     stored_at,
-    summary,
     wait_live,
 )
 
-from livemesh.redis_server import EmbeddedRedis
-from livemesh.tokens import TokenSigner
+from kernel.redis_server import EmbeddedRedis
+from kernel.stats import summary_ms
 
 CHANNEL = "fanout"
 FANOUT_REP = "a128"  # the smallest object: fetch counts do not depend on size
@@ -123,8 +122,8 @@ def lateness(
         dry += bool(viewer.errors) or worst > CHUNK_MS
     errors = [e for v in viewers for e in v.errors]
     return {
-        "first_byte": summary(first_byte),
-        "chunk": summary(chunks),
+        "first_byte": summary_ms(first_byte),
+        "chunk": summary_ms(chunks),
         "dry_viewers": dry,
         "late_chunk_share": round(late_chunks / max(1, len(chunks)), 4),
         "unmatched_chunks": unmatched,
@@ -147,7 +146,7 @@ async def measure(
     rep: str,
 ) -> dict[str, object]:
     epoch = await wait_live(redis_url, CHANNEL, rep)
-    token = TokenSigner.from_env().sign(f"/live/{CHANNEL}/", "bench-session", 3600)
+    token = procs.signer.sign(f"/live/{CHANNEL}/", "bench-session", 3600)
     out: dict[str, object] = {"epoch": epoch}
 
     def via_edges(r: str) -> list[Target]:
@@ -195,7 +194,7 @@ async def measure(
         figures["origin_requests"] = origin_requests(origin) - o0 - 1  # less the scrape
         figures["client_cpu_share"] = round(cpu / wall, 2)
         figures["cpu_share"] = used  # CPU-seconds per second of each child during the crowd
-        figures["client_loop_lag"] = summary(lag.samples)
+        loop_lag = figures["client_loop_lag"] = summary_ms(lag.samples)
         out[name] = figures
         fb, ch = figures["first_byte"], figures["chunk"]
         assert isinstance(fb, dict) and isinstance(ch, dict)
@@ -207,7 +206,7 @@ async def measure(
             f"{figures['client_cpu_share']}; errors {figures['errors']} {figures['error_sample']}; "
             f"late chunks by index in segment {figures['late_by_chunk_index']}; "
             f"CPU share of the children {used}; client loop lag p50 "
-            f"{figures['client_loop_lag']['p50_ms']} p99 {figures['client_loop_lag']['p99_ms']} ms",
+            f"{loop_lag['p50_ms']} p99 {loop_lag['p99_ms']} ms",
             flush=True,
         )
     return out

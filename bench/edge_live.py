@@ -49,13 +49,13 @@ from _harness import (
     raise_fd_limit,
     ratio,
     stored_at,
-    summary,
     wait_live,
     wait_ready,
 )
 from edge_cached import NGINX_CONF, SERVER_CPUS, ensure_tools
 
-from livemesh.redis_server import EmbeddedRedis, redis_client
+from kernel.redis_server import EmbeddedRedis, redis_client
+from kernel.stats import summary_ms
 
 CHANNEL = "edgelive"
 SEGMENT_MS = 2000  # the channel's defaults (D, C)
@@ -111,14 +111,14 @@ def figures(viewers: list[LiveViewer], number: int, times: dict[int, list[int]])
     out: dict[str, object] = {"errors": sum(bool(v.errors) for v in viewers)}
     out["error_sample"] = [e for v in viewers for e in v.errors][:2]
     if not chunks:
-        out["first_byte"] = out["last_byte"] = out["after_last_chunk"] = summary([])
+        out["first_byte"] = out["last_byte"] = out["after_last_chunk"] = summary_ms([])
         return out
     first_ms, last_ms = chunks[0] + 0.5, chunks[-1] + 0.5  # event ids are whole ms
     ok = [v for v in viewers if not v.errors and number in v.last_bytes]
     out["first_byte_all"] = [v.segments[0][2] * 1000 - first_ms for v in ok]
-    out["first_byte"] = summary(out["first_byte_all"])
-    out["last_byte"] = summary([v.last_bytes[number] * 1000 - first_ms for v in ok])
-    out["after_last_chunk"] = summary([v.last_bytes[number] * 1000 - last_ms for v in ok])
+    out["first_byte"] = summary_ms(out["first_byte_all"])
+    out["last_byte"] = summary_ms([v.last_bytes[number] * 1000 - first_ms for v in ok])
+    out["after_last_chunk"] = summary_ms([v.last_bytes[number] * 1000 - last_ms for v in ok])
     requested = sorted(v.segments[0][1] for v in ok)
     if requested:  # how long before production the median client's request went out
         out["requested_before_ms"] = round(first_ms - requested[len(requested) // 2] * 1000, 1)
@@ -159,7 +159,7 @@ async def measure(
             row["origin_requests"] = origin_requests(origin) - o0 - 1  # less the 1st scrape
             if name == "edge":
                 row["edge_upstream_fetches"] = edge_fetches(nodes["edge"]) - f0
-            row["client_loop_lag_p99_ms"] = summary(lag.samples)["p99_ms"]
+            row["client_loop_lag_p99_ms"] = summary_ms(lag.samples)["p99_ms"]
             rows[name].append(row)
             fb, lb = row["first_byte"], row["last_byte"]
             print(
@@ -231,7 +231,7 @@ def main() -> None:
             "after_last_chunk_p50_ms": pooled(node_rows, "after_last_chunk", "p50_ms"),
             "after_last_chunk_p99_ms": pooled(node_rows, "after_last_chunk", "p99_ms"),
             "first_byte_p99_per_segment_ms": [r["first_byte"]["p99_ms"] for r in node_rows],
-            "first_byte_pooled": summary(
+            "first_byte_pooled": summary_ms(
                 [x for r in node_rows for x in r.get("first_byte_all", [])]
             ),
             "origin_requests_per_segment": [r["origin_requests"] for r in node_rows],

@@ -28,8 +28,8 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kernel.channel_config import DEFAULT_AUDIO, DEFAULT_VIDEO_LADDER
 from live.encode import AudioEncoder, RenditionEncoder, VideoEncoder
-from live.ladder import DEFAULT_AUDIO, DEFAULT_VIDEO_LADDER
 from live.package import ChunkPackager
 from live.timing import Timeline, UnitClock
 

@@ -32,14 +32,19 @@ import time
 from pathlib import Path
 
 import aiohttp
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import CLI, Procs, loadavg, print_result, process_cpu, ratio, summary
+from bench._harness import CLI, Procs, loadavg, print_result, ratio
+from kernel.channel_config import ChannelConfig
+from kernel.channel_config_store import put_channel_config
+from kernel.ports import free_port
+from kernel.procfs import cpu_seconds
+from kernel.redis_server import EmbeddedRedis, redis_client
+from kernel.stats import summary_ms
 from live.ingest.keys import RedisStreamKeys
 from live.state import ChannelStore
-from livemesh.redis_server import EmbeddedRedis, redis_client
-from livemesh.stack import free_port
 from tests.ingest_helpers import (
     Publisher,
     chunk_latencies,
@@ -67,6 +72,7 @@ async def run_source(
     redis = redis_client(redis_url)
     store = ChannelStore(redis, channel)
     publisher: Publisher | None = None
+    await put_channel_config(redis, ChannelConfig(channel))  # as the channels service would
     with Procs() as procs:
         try:
             if mode == "synthetic":
@@ -92,17 +98,19 @@ async def run_source(
                 publisher = await start_rtmp_publisher(url, SIZE)
             coded = mode != "synthetic"
             async with aiohttp.ClientSession() as http:
-                for _ in range(ON_AIR_TRIES):  # warm-up, and the wait for the broadcaster
-                    if (await read_segments(http, base, store, 1, coded))[0]:
-                        break
-                else:
+                on_air = AsyncRetrying(  # warm-up, and the wait for the broadcaster
+                    stop=stop_after_attempt(ON_AIR_TRIES),
+                    retry=retry_if_result(lambda got: not got[0]),
+                    retry_error_callback=lambda _state: None,
+                )
+                if await on_air(read_segments, http, base, store, 1, coded) is None:
                     raise SystemExit(f"{mode}: no coded picture reached the origin")
                 on_air_s = time.monotonic() - started
-                cpu0, wall0 = process_cpu(server.pid), time.monotonic()
+                cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
                 pub0 = _publisher_cpu(publisher)
                 latencies, stalls = await read_segments(http, base, store, segments, coded)
                 wall = time.monotonic() - wall0
-                cpu = process_cpu(server.pid) - cpu0
+                cpu = cpu_seconds(server.pid) - cpu0
                 pub = _publisher_cpu(publisher) - pub0
             procs.check_alive()
         finally:
@@ -110,7 +118,7 @@ async def run_source(
                 await publisher.stop()
             await redis.aclose()
     figures: dict[str, object] = {
-        "latency": summary([float(v) for v in latencies]),
+        "latency": summary_ms([float(v) for v in latencies]),
         "cpu_s_per_s": round(cpu / wall, 3),
         "stalled_segments": stalls,
         "seconds": round(wall, 1),
@@ -138,7 +146,7 @@ async def read_segments(
 def _publisher_cpu(publisher: Publisher | None) -> float:
     if publisher is None:
         return 0.0
-    return sum(process_cpu(p.pid) for p in publisher.processes)
+    return sum(cpu_seconds(p.pid) for p in publisher.processes)
 
 
 async def bench(segments: int) -> dict[str, object]:

@@ -33,13 +33,14 @@ from opentelemetry.trace import NoOpTracer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import loadavg, percentile, print_result
+from _harness import loadavg, print_result
 
+from kernel.rpc.resilience import server_interceptors, tracing
+from kernel.rpc.resilience.client import ResilienceLayer
+from kernel.rpc.resilience.limiter import AdaptiveLimiter, Gradient2, QueueWait
+from kernel.stats import percentile
 from livemesh.registry.v1 import registry_pb2 as pb
 from livemesh.registry.v1 import registry_pb2_grpc as pb_grpc
-from services.resilience import server_interceptors, tracing
-from services.resilience.client import ResilienceLayer
-from services.resilience.limiter import AdaptiveLimiter, Gradient2, QueueWait
 
 REQUEST = pb.ListInstancesRequest()
 REPLY = pb.ListInstancesResponse()
@@ -105,8 +106,9 @@ async def run_config(name: str, calls: int, exporter: Dropped) -> dict[str, floa
             channel: Any = grpc.aio.insecure_channel(target)
         else:
             # the same interceptors, with a limiter that never sheds (its work is still done)
-            limiter = AdaptiveLimiter(Gradient2(initial=10_000, max_limit=10_000),
-                                      queue=QueueWait(min_wait_s=60.0))
+            limiter = AdaptiveLimiter(
+                Gradient2(initial=10_000, max_limit=10_000), queue=QueueWait(min_wait_s=60.0)
+            )
             server, target = await serve(server_interceptors(limiter))
             channel = ResilienceLayer().channel(target, grpc.aio.insecure_channel)
         stub = pb_grpc.RegistryServiceStub(channel)
@@ -129,19 +131,28 @@ async def main(calls: int, rounds: int) -> dict[str, Any]:
         for name in CONFIGS:
             figures = await run_config(name, calls, exporter)
             samples[name].append(figures)
-            print(f"round {round_ + 1} {name:>12}: "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in figures.items()), flush=True)
-    result: dict[str, Any] = {"calls": calls, "rounds": rounds, "loadavg": loadavg(),
-                              "trace_sample": tracing.sample_ratio()}
+            print(
+                f"round {round_ + 1} {name:>12}: "
+                + ", ".join(f"{k} {v:.0f}" for k, v in figures.items()),
+                flush=True,
+            )
+    result: dict[str, Any] = {
+        "calls": calls,
+        "rounds": rounds,
+        "loadavg": loadavg(),
+        "trace_sample": tracing.sample_ratio(),
+    }
     for name in CONFIGS:
-        result[name] = {key: round(statistics.median(s[key] for s in samples[name]), 1)
-                        for key in samples[name][0]}
+        result[name] = {
+            key: round(statistics.median(s[key] for s in samples[name]), 1)
+            for key in samples[name][0]
+        }
     bare = result["bare"]
     for name in CONFIGS[1:]:
-        result[f"{name}_over_bare"] = {
-            key: round(result[name][key] / bare[key], 2) for key in bare}
+        result[f"{name}_over_bare"] = {key: round(result[name][key] / bare[key], 2) for key in bare}
         result[f"{name}_added_cpu_us_per_call"] = round(
-            result[name]["cpu_us_per_call"] - bare["cpu_us_per_call"], 1)
+            result[name]["cpu_us_per_call"] - bare["cpu_us_per_call"], 1
+        )
     result["spans_exported"] = exporter.spans
     result["target_p50_ratio"] = 1.5
     result["ok"] = result["layer_traced_over_bare"]["p50_us"] <= 1.5

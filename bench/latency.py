@@ -1,4 +1,4 @@
-"""Benchmark: live latency of dash.js 5.2.1 in headless Chromium, through edge+shield.
+"""Benchmark: live latency of dash.js, Shaka or hls.js in headless Chromium, through edge+shield.
 
 Phase 1 starts its own Redis (embedded), origin, live channel (default ladder), a shield
 on the origin and an edge with tokens on the shield, as separate processes
@@ -21,8 +21,14 @@ the steady state, once the latency first comes within ``SETTLE_MARGIN_S`` of the
 the next ``playing``; a seek is one of dash.js's own (a jump over a hole in the buffered
 media, or back to the target past maxDrift).
 
-Target (DESIGN.md §7): edge p50 <= 0.6 s, no stalls in 10 min.
-Run: ``python bench/latency.py [--quick]`` (each phase 60 s with --quick, else 600 s).
+``--player shaka`` runs Shaka Player (low-latency mode, the same liveDelay) instead;
+``--player hlsjs`` runs hls.js in low-latency mode on the LL-HLS playlists of the same
+chunks, its target the playlist's PART-HOLD-BACK (no liveDelay given), and has no FFmpeg
+phase (FFmpeg's baseline is LL-DASH): the origin is its baseline.
+
+Target (DESIGN.md §7): edge p50 <= 0.6 s (hls.js: 1.0 s), no stalls in 10 min.
+Run: ``python bench/latency.py [--quick] [--player dashjs|shaka|hlsjs]`` (each phase 60 s
+with --quick, else 600 s).
 Ends with one line ``RESULT {json}``.
 """
 
@@ -47,8 +53,10 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from live.ladder import ChannelConfig
-from livemesh.stack import free_port, wait_ready
+from kernel.channel_config import ChannelConfig
+from kernel.ports import free_port
+from kernel.stats import percentile
+from kernel.supervise import wait_ready
 from player.harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -61,6 +69,9 @@ from player.harness import (
 CHANNEL = "bench"
 LIVE_DELAY_S = 0.5
 TARGET_P50_S = 0.6
+HLS_TARGET_P50_S = 1.0  # hls.js in low-latency mode (DESIGN.md §7)
+HLS_SETTLE_S = 0.7  # PART-HOLD-BACK (3 parts of 0.2 s) and the settle margin
+PLAYERS = {"dashjs": "dash.js 5.2.1", "shaka": "Shaka Player 5.2.12", "hlsjs": "hls.js 1.7.4"}
 SETTLE_MARGIN_S = 0.1
 # The same catch-up range for every player: livemesh's MPD says it (PlaybackRate 0.96-1.04),
 # FFmpeg's does not (dash.js would default to 0.5-1.5).
@@ -81,42 +92,36 @@ DIAGNOSE = """() => {
 }"""
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def latency_figures(samples: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = [s["latency"] for s in samples if s["latency"] is not None]
     if not latencies:
         return {"samples": 0}
     return {
         "samples": len(latencies),
-        "p50_s": round(statistics.median(latencies), 3),
+        "p50_s": round(percentile(latencies, 0.5), 3),
         "p95_s": round(percentile(latencies, 0.95), 3),
         "max_s": round(max(latencies), 3),
         "rate_mean": round(statistics.fmean(s["rate"] for s in samples), 4),
     }
 
 
-def summarise(raw: dict[str, Any], started_ms: float | None) -> dict[str, Any]:
+def summarise(
+    raw: dict[str, Any], started_ms: float | None, settle_s: float = LIVE_DELAY_S + SETTLE_MARGIN_S
+) -> dict[str, Any]:
     """One player's figures: from its first frame, and once settled at the target.
 
     dash.js starts at the current segment's start (its only SAP), up to D + liveDelay
     behind, then catches up at the MPD's PlaybackRate@max (1.04): the first tens of
     seconds are convergence.  "Settled" begins at the first sample within
-    ``SETTLE_MARGIN_S`` of the target; steady-state figures, stalls and seeks count from there.
+    ``SETTLE_MARGIN_S`` of the target (``settle_s``); steady-state figures, stalls and seeks
+    count from there.
     """
     state = raw["state"]
     if started_ms is None:
         return {"started": False, "errors": len(state["errors"]), "tracks": raw["tracks"]}
     samples = [s for s in state["samples"] if s["t"] >= started_ms]
     settled_at = next(
-        (
-            s["t"]
-            for s in samples
-            if s["latency"] is not None and s["latency"] <= LIVE_DELAY_S + SETTLE_MARGIN_S
-        ),
+        (s["t"] for s in samples if s["latency"] is not None and s["latency"] <= settle_s),
         None,
     )
     since = settled_at if settled_at is not None else started_ms
@@ -149,9 +154,14 @@ def skipped_frames(channel_log: str) -> int:
 
 
 def run_players(
-    player_url: str, mpds: dict[str, str], seconds: float, dead: Callable[[], list[str]]
+    player_url: str,
+    mpds: dict[str, str],
+    seconds: float,
+    dead: Callable[[], list[str]],
+    player: str = "dashjs",
 ) -> dict[str, dict[str, Any]]:
-    """One Chromium, one browser context per player, all playing for ``seconds``."""
+    """One Chromium, one browser context per manifest, ``player`` playing each for
+    ``seconds``."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -161,7 +171,8 @@ def run_players(
             pages = {}
             for name, mpd in mpds.items():
                 page = browser.new_context().new_page()
-                page.goto(page_url(player_url, mpd, liveDelay=LIVE_DELAY_S, **CATCHUP))
+                delay = None if player == "hlsjs" else LIVE_DELAY_S
+                page.goto(page_url(player_url, mpd, player=player, liveDelay=delay, **CATCHUP))
                 pages[name] = page
             started: dict[str, float | None] = {}
             for name, page in pages.items():
@@ -193,8 +204,9 @@ def run_players(
                         f"rate {snap['rate']:.3f} stalls {stalls}"
                     )
                 print(" | ".join(line), flush=True)
+            settle_s = HLS_SETTLE_S if player == "hlsjs" else LIVE_DELAY_S + SETTLE_MARGIN_S
             return {
-                name: summarise(page.evaluate(READ_STATE), started[name])
+                name: summarise(page.evaluate(READ_STATE), started[name], settle_s)
                 for name, page in pages.items()
             }
         finally:
@@ -345,7 +357,9 @@ def main() -> None:
     parser.add_argument(
         "--no-ffmpeg", action="store_true", help="leave out the FFmpeg -ldash baseline phase"
     )
+    parser.add_argument("--player", choices=sorted(PLAYERS), default="dashjs")
     args = parser.parse_args()
+    hls = args.player == "hlsjs"
     seconds = args.seconds or (60.0 if args.quick else 600.0)
     if missing := missing_setup():
         raise SystemExit(f"run `make browser-deps` first: missing {missing}")
@@ -354,22 +368,24 @@ def main() -> None:
         print(f"phase 1: livemesh channel, {seconds:.0f} s", flush=True)
         with live_stack(CHANNEL) as stack:
             mpds = {"edge": stack.signed_mpd(), "origin": stack.origin_mpd}
+            if hls:  # the multivariant playlist beside each MPD
+                mpds = {name: url.rsplit("/", 1)[0] + "/master.m3u8" for name, url in mpds.items()}
             try:
-                figures = run_players(player_url, mpds, seconds, stack.dead)
+                figures = run_players(player_url, mpds, seconds, stack.dead, args.player)
             except Exception:
                 print(stack.log_tail(), file=sys.stderr)
                 raise
             skipped = skipped_frames((stack.logs / "channel.log").read_text())
         # Phase 2, alone on the machine: FFmpeg's own LL-DASH, same ladder, chunked server.
-        if not args.no_ffmpeg:
+        if not args.no_ffmpeg and not hls:
             print(f"phase 2: ffmpeg -ldash baseline, {seconds:.0f} s", flush=True)
             with ffmpeg_ldash_origin(ChannelConfig(CHANNEL)) as (mpd, dead):
-                figures.update(run_players(player_url, {"ffmpeg": mpd}, seconds, dead))
+                figures.update(run_players(player_url, {"ffmpeg": mpd}, seconds, dead, args.player))
     for name, fig in figures.items():
         print(f"{name:8}: {fig}")
     result: dict[str, Any] = {
-        "player": "dash.js 5.2.1, Chromium headless",
-        "live_delay_s": LIVE_DELAY_S,
+        "player": f"{PLAYERS[args.player]}, Chromium headless",
+        "live_delay_s": None if hls else LIVE_DELAY_S,
         "seconds_per_phase": seconds,
         **figures_of("edge", figures["edge"]),
         "encoder_skipped_frames": skipped,
@@ -381,12 +397,13 @@ def main() -> None:
         result.update(figures_of("ffmpeg", figures["ffmpeg"]))
         base_p50 = result["ffmpeg_p50_s"]
     else:
-        result["baseline"] = "dash.js straight from the origin (no edge tier)"
+        result["baseline"] = f"{PLAYERS[args.player]} straight from the origin (no edge tier)"
         base_p50 = result["origin_p50_s"]
     result["p50_ratio"] = round(edge_p50 / base_p50, 3) if edge_p50 and base_p50 else None
-    result["target_p50_s"] = TARGET_P50_S
+    target = HLS_TARGET_P50_S if hls else TARGET_P50_S
+    result["target_p50_s"] = target
     result["meets_target"] = bool(
-        edge_p50 is not None and edge_p50 <= TARGET_P50_S and figures["edge"].get("stalls") == 0
+        edge_p50 is not None and edge_p50 <= target and figures["edge"].get("stalls") == 0
     )
     print("RESULT " + json.dumps(result))
 

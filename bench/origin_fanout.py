@@ -24,7 +24,7 @@ import tempfile
 from _harness import Procs, loadavg, print_result, raise_fd_limit
 from edge_fanout import CHANNEL, FANOUT_REP, measure
 
-from livemesh.redis_server import EmbeddedRedis
+from kernel.redis_server import EmbeddedRedis
 
 
 class _DropCrowdLines(io.TextIOBase):

@@ -3,10 +3,10 @@
 Starts its own Redis (embedded), origin, live channel, one shield and one edge (tokens on)
 as separate processes, then in this process (uvloop):
 
-1. **Load rig players** (``loadrig.player.Player``): N players join within 2 s at the live
-   edge of ``--rep`` (video only), each reading its segments chunk by chunk with the
-   buffer model, the rung choice and the per-chunk ``prft`` reading; after a settling
-   period, the CPU this process spends over ``--seconds`` is measured.
+1. **Load rig players** (``loadrig.virtual_player.VirtualPlayer``): N players join within
+   2 s at the live edge of ``--rep`` (video only), each reading its segments chunk by
+   chunk with the buffer model, the rung choice and the per-chunk ``prft`` reading; after
+   a settling period, the CPU this process spends over ``--seconds`` is measured.
 2. **Baseline**: a plain ``aiohttp`` fetch loop doing the same requests (each viewer asks
    for the next segment when its first chunk is due and reads the body as it arrives,
    counting bytes), same N, same window.
@@ -43,16 +43,17 @@ from _harness import (
     print_result,
     raise_fd_limit,
     ratio,
-    summary,
     wait_live,
 )
 
-from livemesh.heap import settle_heap
-from livemesh.redis_server import EmbeddedRedis
-from livemesh.tokens import TokenSigner
+from kernel.heap import settle_heap
+from kernel.redis_server import EmbeddedRedis
+from kernel.stats import summary_ms
 from loadrig.manifest import parse_manifest
-from loadrig.player import Player, PlayerContext, PlayerRecord
-from loadrig.profile import Device, PlayerSettings
+from loadrig.player_context import PlayerContext
+from loadrig.player_record import PlayerRecord
+from loadrig.scenario import Device, PlayerSettings
+from loadrig.virtual_player import VirtualPlayer
 
 CHANNEL = "players"
 TARGET_PER_CORE = 5000
@@ -105,9 +106,9 @@ async def rig_players(
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as http:
         ctx = PlayerContext("", settings, http, ["-"], [("-", "-")])
-        players = [Player(ctx, PlayerRecord(i, "bench"), device) for i in range(count)]
+        players = [VirtualPlayer(ctx, PlayerRecord(i, "bench"), device) for i in range(count)]
 
-        async def one(i: int, player: Player) -> None:
+        async def one(i: int, player: VirtualPlayer) -> None:
             await asyncio.sleep(2.0 * i / count)  # join within 2 s
             await player.run([url])
 
@@ -183,8 +184,12 @@ async def baseline_players(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--players", type=int, default=TARGET_PER_CORE,
-                        help="players in this one process (one core)")
+    parser.add_argument(
+        "--players",
+        type=int,
+        default=TARGET_PER_CORE,
+        help="players in this one process (one core)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--settle", type=float, default=8.0, help="seconds before the window")
     parser.add_argument("--rep", default="v360")
@@ -203,10 +208,10 @@ def main() -> None:
         shield = procs.edge("shield-1", "shield", [origin], tokens=False)
         edge = procs.edge("edge-1", "edge", [shield], [origin])
         uvloop.run(wait_live(redis.url, CHANNEL, args.rep))
-        token = TokenSigner.from_env().sign(f"/live/{CHANNEL}/", "bench-players", 3600)
+        token = procs.signer.sign(f"/live/{CHANNEL}/", "bench-players", 3600)
         url = f"{edge}/t/{token}/live/{CHANNEL}/manifest.mpd"
         window = (url, args.players, args.rep, args.settle, args.seconds, procs)
-        settle_heap()  # as a load-rig worker does (livemesh.heap says why)
+        settle_heap()  # as a load-rig worker does (kernel.heap says why)
         rig = uvloop.run(rig_players(*window))
         base = uvloop.run(baseline_players(*window))
         procs.check_alive()
@@ -227,10 +232,10 @@ def main() -> None:
             f"{n} {c / figures.wall_s * 100:.0f} %" for n, c in figures.stack_cpu_s.items()
         )
         print(f"  {'':19}  stack over the same window (% of a core): {stack}")  # fmt: skip
-    delivery = summary(rig.delivery_ms)
+    delivery = summary_ms(rig.delivery_ms)
     print(f"  rig chunk delivery (encoder prft -> player) over the window: p50 "
           f"{delivery['p50_ms']:.0f} ms, p99 {delivery['p99_ms']:.0f} ms")  # fmt: skip
-    lag = summary(rig.loop_lag_ms)
+    lag = summary_ms(rig.loop_lag_ms)
     print(f"  rig loop lag over the window: p50 {lag['p50_ms']:.1f} ms, p99 "
           f"{lag['p99_ms']:.0f} ms, max {lag['max_ms']:.0f} ms")  # fmt: skip
     print_result({

@@ -21,12 +21,12 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kernel.rpc.clients import RpcChannelFactory
+from kernel.rpc.resilience.faults import FaultInjector, FaultRule
+from kernel.rpc.server import start_server
 from livemesh.registry.v1 import registry_pb2 as pb
 from livemesh.registry.v1 import registry_pb2_grpc as pb_grpc
-from services.common.clients import ChannelFactory
-from services.common.server import start_server
 from services.registry.service import RegistryService
-from services.resilience.faults import FaultInjector, FaultRule
 
 LIST = "/livemesh.registry.v1.RegistryService/ListInstances"
 NAIVE_CONFIG = {
@@ -85,8 +85,8 @@ async def main(quick: bool) -> dict[str, Any]:
     running = await start_server(service.specs(), interceptors=[counter, down])
     figures: dict[str, Any] = {"calls": calls}
     for name, factory in (
-        ("naive", ChannelFactory(layer=None, service_config=NAIVE_CONFIG)),
-        ("layer", ChannelFactory()),
+        ("naive", RpcChannelFactory(layer=None, service_config=NAIVE_CONFIG)),
+        ("layer", RpcChannelFactory()),
     ):
         counter.count = 0
         failed = await run(calls, 20, factory.stub(pb_grpc.RegistryServiceStub, running.target))

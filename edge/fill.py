@@ -26,7 +26,7 @@ class Subscriber(Protocol):
 
     def on_head(self, fill: Fill) -> None: ...
 
-    def on_data(self, fill: Fill, data: bytes) -> None: ...
+    def on_data(self, fill: Fill, piece: bytes) -> None: ...
 
     def on_end(self, fill: Fill) -> None: ...
 
@@ -39,7 +39,6 @@ class Fill:
     __slots__ = (
         "_on_grow",
         "born",
-        "chunks",
         "done",
         "error",
         "expires",
@@ -51,7 +50,9 @@ class Fill:
         "hit_head",
         "key",
         "length",
+        "pieces",
         "policy",
+        "retry_after",
         "size",
         "stale_until",
         "status",
@@ -74,11 +75,14 @@ class Fill:
         self.hit_head = b""
         self.hit_date = b""
         self.hit_age = -1
-        self.chunks: list[bytes] = []
+        self.pieces: list[bytes] = []
         self.size = 0
         self.done = False
         self.error: str | None = None
         self.held = False  # failed because the parents' hold ran out (the encoder is late)
+        # failed with the last parent unavailable for a while (503 + Retry-After: the
+        # origin without its state store): its Retry-After, in seconds
+        self.retry_after: int | None = None
         self.subscribers: list[Subscriber] = []
         self._on_grow: Callable[[Fill, int], None] | None = None
 
@@ -103,15 +107,15 @@ class Fill:
         for sub in list(self.subscribers):
             sub.on_head(self)
 
-    def feed(self, data: bytes) -> None:
-        if not data:
+    def feed(self, piece: bytes) -> None:
+        if not piece:
             return
-        self.chunks.append(data)
-        self.size += len(data)
+        self.pieces.append(piece)
+        self.size += len(piece)
         if self._on_grow is not None:
-            self._on_grow(self, len(data))
+            self._on_grow(self, len(piece))
         for sub in list(self.subscribers):
-            sub.on_data(self, data)
+            sub.on_data(self, piece)
 
     def finish(self) -> None:
         self.done = True
@@ -120,9 +124,10 @@ class Fill:
         for sub in subs:
             sub.on_end(self)
 
-    def fail(self, reason: str, held: bool = False) -> None:
+    def fail(self, reason: str, held: bool = False, retry_after: int | None = None) -> None:
         self.error = reason
         self.held = held
+        self.retry_after = retry_after
         self.done = True
         subs, self.subscribers = self.subscribers, []
         for sub in subs:
@@ -134,6 +139,19 @@ class Fill:
     def complete(self) -> bool:
         return self.done and self.error is None
 
+    @property
+    def validator(self) -> str | None:
+        """The object's strong ETag, None when upstream gave none or a weak one.
+
+        It names one copy of the object's bytes: a live segment replaced by the other
+        redundant pipeline's copy comes back under another, so a body already begun is
+        continued only from a copy with the same one (:mod:`edge.upstream`).
+        """
+        for name, value in self.headers:
+            if name == "etag":
+                return None if value.startswith("W/") else value
+        return None
+
     def fresh(self, now: float) -> bool:
         return now < self.expires
 
@@ -141,7 +159,7 @@ class Fill:
         return now < self.stale_until
 
     def subscribe(self, sub: Subscriber) -> None:
-        """Join: the caller has already sent the head and ``chunks``; later events follow."""
+        """Join: the caller has already sent the head and ``pieces``; later events follow."""
         self.subscribers.append(sub)
 
     def unsubscribe(self, sub: Subscriber) -> None:

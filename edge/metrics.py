@@ -1,9 +1,22 @@
-"""The node's counters, rendered in the Prometheus text format on ``/metrics``."""
+"""The node's counters, exposed on ``/metrics`` through prometheus_client.
+
+The hit path only adds to plain integers (:class:`Counters`, the upstream's
+``UpstreamStats``): no lock, no metric object per request.  A custom collector
+reads them when ``/metrics`` is scraped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edge.upstream import UpstreamStats
+
+Read = Callable[[], float]
 
 
 @dataclass
@@ -30,30 +43,71 @@ HELP = {
     "bytes_out": "body bytes sent to clients",
     "prepositioned": "objects filled by the pre-positioning endpoint",
 }
+# metric name (livemesh_edge_upstream_<name>_total) → its UpstreamStats field and help
+UPSTREAM = {
+    "fetches": ("fetches", "attempts sent to a parent"),
+    "errors": ("errors", "attempts that failed"),
+    "failovers": ("failovers", "attempts after a failed one for the same object"),
+    "holds_expired": ("holds_expired", "held requests whose hold ran out at the parent"),
+    "resumed": ("resumed", "attempts that continued a body already started"),
+    "replaced": ("replaced", "fills cut because upstream's copy changed under them"),
+    "bytes": ("bytes_in", "body bytes received from parents"),
+}
+GAUGES = {
+    "cache_bytes": "bytes of objects in the cache",
+    "qoe_events_sent": "player QoE events sent to Redis",
+    "qoe_events_dropped": "player QoE events dropped (ring full or Redis failing)",
+    "cmcd_pairs_dropped": "CMCD key=value pairs refused as malformed or unknown",
+    "cache_max_bytes": "the cache's size limit in bytes",
+    "cache_objects": "objects in the cache",
+    "cache_evictions": "objects evicted from the cache so far",
+    "inflight_fills": "upstream fills in flight",
+    "connections": "open client connections",
+    "draining": "1 while the node drains",
+}
 
 
-def render(
-    name: str,
-    counters: Counters,
-    gauges: dict[str, Callable[[], float]],
-    upstream: dict[str, float],
-    per_parent: dict[str, int],
-) -> bytes:
-    lines: list[str] = []
-    for f in fields(counters):
-        metric = f"livemesh_edge_{f.name}_total"
-        lines += [
-            f"# HELP {metric} {HELP[f.name]}",
-            f"# TYPE {metric} counter",
-            f'{metric}{{node="{name}"}} {getattr(counters, f.name)}',
-        ]
-    for key, value in upstream.items():
-        metric = f"livemesh_edge_upstream_{key}_total"
-        lines += [f"# TYPE {metric} counter", f'{metric}{{node="{name}"}} {value}']
-    metric = "livemesh_edge_upstream_parent_fetches_total"
-    lines.append(f"# TYPE {metric} counter")
-    lines += [f'{metric}{{node="{name}",parent="{p}"}} {n}' for p, n in per_parent.items()]
-    for key, getter in gauges.items():
-        metric = f"livemesh_edge_{key}"
-        lines += [f"# TYPE {metric} gauge", f'{metric}{{node="{name}"}} {getter()}']
-    return ("\n".join(lines) + "\n").encode()
+class NodeCollector(Collector):
+    """Reads the node's counters, upstream stats and ``gauges`` at each scrape."""
+
+    def __init__(
+        self,
+        node: str,
+        counters: Counters,
+        upstream: UpstreamStats,
+        gauges: dict[str, Read],
+    ) -> None:
+        self.node = node
+        self.counters = counters
+        self.upstream = upstream
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        for f in fields(self.counters):
+            metric = CounterMetricFamily(f"livemesh_edge_{f.name}", HELP[f.name], labels=["node"])
+            metric.add_metric([node], getattr(self.counters, f.name))
+            yield metric
+        for name, (attr, doc) in UPSTREAM.items():
+            metric = CounterMetricFamily(f"livemesh_edge_upstream_{name}", doc, labels=["node"])
+            metric.add_metric([node], getattr(self.upstream, attr))
+            yield metric
+        per_parent = CounterMetricFamily(
+            "livemesh_edge_upstream_parent_fetches",
+            "attempts sent to each parent",
+            labels=["node", "parent"],
+        )
+        for parent, count in self.upstream.per_parent.items():
+            per_parent.add_metric([node, parent], count)
+        yield per_parent
+        for name, read in self.gauges.items():
+            gauge = GaugeMetricFamily(f"livemesh_edge_{name}", GAUGES[name], labels=["node"])
+            gauge.add_metric([node], read())
+            yield gauge
+
+
+def registry(collector: NodeCollector) -> CollectorRegistry:
+    """A registry of the node's own metrics only (not the process-wide default one)."""
+    own = CollectorRegistry(auto_describe=False)
+    own.register(collector)
+    return own

@@ -41,15 +41,37 @@ def parse(header: bytes, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
-def slices(chunks: list[bytes], first: int, last: int) -> list[memoryview]:
-    """Views of ``chunks`` covering bytes ``first..last`` (no copy)."""
+def closed(header: bytes) -> tuple[int, int] | None:
+    """The inclusive ``(first, last)`` of a ``bytes=first-last`` header, which can be answered
+    before the object is whole (an LL-HLS part of a segment still filling); else None."""
+    unit, sep, spec = header.partition(b"=")
+    if not sep or unit.strip().lower() != b"bytes":
+        return None
+    first_s, dash, last_s = spec.strip().partition(b"-")
+    if not (dash and first_s.isdigit() and last_s.isdigit()):
+        return None
+    if len(first_s) > MAX_DIGITS or len(last_s) > MAX_DIGITS:
+        return None
+    first, last = int(first_s), int(last_s)
+    return (first, last) if first <= last else None
+
+
+def slices(pieces: list[bytes], first: int, last: int) -> list[memoryview]:
+    """Views of ``pieces`` covering bytes ``first..last`` (no copy)."""
     out: list[memoryview] = []
     pos = 0
-    for chunk in chunks:
-        end = pos + len(chunk)
+    for piece in pieces:
+        end = pos + len(piece)
         if end > first and pos <= last:
-            out.append(memoryview(chunk)[max(first - pos, 0) : min(last + 1 - pos, len(chunk))])
+            out.append(memoryview(piece)[max(first - pos, 0) : min(last + 1 - pos, len(piece))])
         pos = end
         if pos > last:
             break
     return out
+
+
+def honoured(if_range: bytes | None, validator: str | None) -> bool:
+    """Whether a ``Range`` may be answered under ``If-Range`` (RFC 9110 §13.1.5): always
+    without one; with one, only when it is the object's strong ETag.  Any other (a date,
+    another copy's tag) asks for the whole object, as it is now."""
+    return if_range is None or (validator is not None and if_range.decode("latin-1") == validator)

@@ -2,21 +2,34 @@
 
 Parents are tried in rendezvous order for the object's key, then the ordered
 fallbacks.  A parent that refuses, errs (5xx), times out before its head, or stalls
-mid-body is left for the next one.
+mid-body is left for the next one.  When none could serve it and the last one said it
+is unavailable for a while (503 with ``Retry-After``: an origin whose state store is
+restarting), the node says the same to its viewers, not 502: a player retries then.
 
 A live segment may be *held* at every tier until its first chunk exists (the origin
 holds the next segment up to 2·D, then answers 503).  Such a request waits for its head
 longer than others, nested per tier: a node asked by a viewer waits ``hold_s + 2 *
 hold_margin_s`` and tells its parent so (``Livemesh-Hold: seconds``); the parent waits one
 margin less for its own parent, never less than ``hold_s + hold_margin_s / 2``, so the
-tier nearer the origin always gives up first.  A hold that ran out (the origin's "not
-produced in time", or a node's 503 marked ``Livemesh-Hold: expired``) is the encoder
+tier nearer the origin always gives up first.  A hold that ran out (a 503 marked
+``Livemesh-Hold: expired``, by the origin or a node) is the encoder
 being late, not the parent failing: every other parent would hold just as long, so it
-is passed on as such (503, marked) instead of failing over.
+is passed on as such (503, marked) instead of failing over (:mod:`kernel.http.hold`).
 
 When bytes have already been passed on, the next parent is asked for the rest
-(``Range: bytes=N-``); if it answers 200 instead of 206, the first N bytes are skipped
-(URLs are immutable: the bytes are the same).
+(``Range: bytes=N-``, with ``If-Range`` and the object's ETag); if it answers 200 instead
+of 206, the first N bytes are skipped.  That is safe only for the same bytes: a live
+segment whose redundant pipeline died mid-segment may have been *replaced* at the origin
+by the other pipeline's copy, a different encode under the same URL, with another ETag
+(:func:`live.origin_live_segment.copy_tag`).  Then no parent can continue what was passed
+on, and splicing the new copy's tail onto the old copy's head would hand viewers a body
+that does not decode.  So a resumed answer must carry the fill's ETag; one that does not
+(or has none) fails the fill at once, without trying further parents: every viewer
+streaming it is cut (a truncated body, never a short or spliced one, see
+:class:`edge.responses.Responder`), and the retry each player makes at segment
+granularity starts a new fill, which gets the copy now served whole.  Resuming, not
+refetching, stays the rule when a parent dies with the copy unchanged (a shield killed
+mid-segment): viewers then see nothing at all.
 """
 
 from __future__ import annotations
@@ -29,8 +42,10 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from edge import rendezvous
+from edge.defaults import DEFAULTS
 from edge.fill import KEPT_HEADERS, Fill
 from edge.policy import CachePolicy
+from kernel.http.hold import HOLD_EXPIRED, HOLD_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +53,24 @@ Decide = Callable[[str, int, "str | None", float], CachePolicy]
 
 
 class ParentFailed(Exception):
-    """This parent cannot (or can no longer) serve the object."""
+    """This parent cannot (or can no longer) serve the object; ``retry_after``: it said
+    (503 with ``Retry-After``) that it is unavailable for that many seconds."""
+
+    def __init__(self, reason: str, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def retry_after_of(resp: aiohttp.ClientResponse) -> int | None:
+    """A 503's ``Retry-After`` in whole seconds (the delay form; a date is not ours)."""
+    value = resp.headers.get("Retry-After", "")
+    return int(value) if resp.status == 503 and value.isdigit() else None
+
+
+class CopyReplaced(Exception):
+    """The parent now serves another copy of the object than the bytes already passed on
+    (a live segment replaced by the other redundant pipeline's): no parent can continue
+    them."""
 
 
 class HoldExpired(Exception):
@@ -46,15 +78,10 @@ class HoldExpired(Exception):
     there: the encoder is late, and every other parent would say the same."""
 
 
-HOLD_HEADER = "Livemesh-Hold"
-HOLD_EXPIRED = "expired"
-# the reason the origin gives when its hold for the next segment ran out (live/origin.py)
-ORIGIN_HOLD_EXPIRED = b"segment not produced in time"
-
-
 def holdable(path: str) -> bool:
-    """Whether a parent may hold a request for ``path`` (a live segment) until it exists."""
-    return path.startswith("/live/") and path.endswith(".m4s")
+    """Whether a parent may hold a request for ``path`` until it exists: a live segment, or
+    an LL-HLS blocking playlist reload (its key carries ``_HLS_msn``)."""
+    return path.startswith("/live/") and (path.endswith(".m4s") or "?_HLS_msn=" in path)
 
 
 @dataclass
@@ -64,19 +91,20 @@ class UpstreamStats:
     failovers: int = 0  # attempts after a failed one for the same object
     holds_expired: int = 0  # held requests the parent ended with "not produced in time"
     resumed: int = 0  # attempts that continued a body already started
+    replaced: int = 0  # fills cut because upstream's copy changed under them
     bytes_in: int = 0
     per_parent: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    parents: tuple[str, ...]
+    parents: tuple[str, ...] = ()
     fallbacks: tuple[str, ...] = ()
     connect_timeout_s: float = 1.0
-    head_timeout_s: float = 5.0  # for a request no parent holds
-    stall_timeout_s: float = 3.0  # silence mid-body that counts as a dead parent
-    hold_s: float = 4.0  # longest the origin holds the next segment (2·D)
-    hold_margin_s: float = 1.0  # what each tier adds to the wait for a held request
+    head_timeout_s: float = DEFAULTS.head_timeout  # for a request no parent holds
+    stall_timeout_s: float = DEFAULTS.stall_timeout  # mid-body silence: a dead parent
+    hold_s: float = DEFAULTS.hold  # longest the origin holds the next segment (2·D)
+    hold_margin_s: float = DEFAULTS.hold_margin  # each tier's addition to a held wait
 
     @property
     def hold_wait_s(self) -> float:
@@ -125,6 +153,7 @@ class Upstream:
 
         ``wait_s``: how long to wait for a held request's head (default: a viewer's)."""
         last = "no parent configured"
+        retry_after: int | None = None  # the last parent's, when it said it is unavailable
         if wait_s is None:
             wait_s = self.config.hold_wait_s
         for attempt, parent in enumerate(self.candidates(path)):
@@ -133,18 +162,23 @@ class Upstream:
             try:
                 await self._attempt(parent, fill, path, wait_s)
                 return
+            except CopyReplaced as exc:
+                self.stats.replaced += 1
+                log.info("%s was replaced upstream (%s): its viewers refetch it", path, exc)
+                fill.fail(f"replaced upstream: {exc}")
+                return
             except HoldExpired:
                 self.stats.holds_expired += 1
                 log.info("held request for %s ran out at %s: the encoder is late", path, parent)
                 fill.fail("not produced in time", held=True)
                 return
             except ParentFailed as exc:
-                last = f"{parent}: {exc}"
+                last, retry_after = f"{parent}: {exc}", exc.retry_after
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                last = f"{parent}: {type(exc).__name__} {exc}"
+                last, retry_after = f"{parent}: {type(exc).__name__} {exc}", None
             self.stats.errors += 1
             log.warning("parent failed for %s: %s", path, last)
-        fill.fail(last)
+        fill.fail(last, retry_after=retry_after)
 
     async def _attempt(self, parent: str, fill: Fill, path: str, wait_s: float) -> None:
         assert self._session is not None, "Upstream.start() first"
@@ -152,6 +186,8 @@ class Upstream:
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            if fill.validator is not None:
+                headers["If-Range"] = fill.validator
             self.stats.resumed += 1
         cfg = self.config
         head_timeout = cfg.head_timeout_s
@@ -163,40 +199,35 @@ class Upstream:
         async with asyncio.timeout(head_timeout):
             resp = await self._session.get(parent + path, headers=headers, allow_redirects=False)
         async with resp:
-            if resp.status == 503 and HOLD_HEADER in headers and await self._hold_expired(resp):
+            if (
+                resp.status == 503
+                and HOLD_HEADER in headers
+                and resp.headers.get(HOLD_HEADER) == HOLD_EXPIRED
+            ):
                 raise HoldExpired()
             skip = self._check_head(resp, fill, offset, path)
             content = resp.content
             while True:
                 async with asyncio.timeout(cfg.stall_timeout_s):
-                    data = await content.readany()
-                if not data:
+                    piece = await content.readany()
+                if not piece:
                     break
-                self.stats.bytes_in += len(data)
+                self.stats.bytes_in += len(piece)
                 if skip:
-                    if len(data) <= skip:
-                        skip -= len(data)
+                    if len(piece) <= skip:
+                        skip -= len(piece)
                         continue
-                    data, skip = data[skip:], 0
-                fill.feed(data)
+                    piece, skip = piece[skip:], 0
+                fill.feed(piece)
         if skip or (fill.length is not None and fill.size < fill.length):
             raise ParentFailed("body ended early")
         fill.finish()
-
-    async def _hold_expired(self, resp: aiohttp.ClientResponse) -> bool:
-        """Whether a 503 to a held request says the hold ran out (a node marks it; the origin
-        gives its reason)."""
-        if resp.headers.get(HOLD_HEADER) == HOLD_EXPIRED:
-            return True
-        async with asyncio.timeout(self.config.stall_timeout_s):
-            reason = await resp.content.read(256)
-        return reason.startswith(ORIGIN_HOLD_EXPIRED)
 
     def _check_head(self, resp: aiohttp.ClientResponse, fill: Fill, offset: int, path: str) -> int:
         """Accept the response head; the number of body bytes to skip."""
         status = resp.status
         if status >= 500:
-            raise ParentFailed(f"status {status}")
+            raise ParentFailed(f"status {status}", retry_after_of(resp))
         if not fill.head:
             kept = [(name, resp.headers[name]) for name in KEPT_HEADERS if name in resp.headers]
             length = None
@@ -209,6 +240,9 @@ class Upstream:
             policy = self.decide(path, status, resp.headers.get("Cache-Control"), age)
             fill.set_head(status, kept, length, policy, self.now())
             return 0
+        tag = resp.headers.get("ETag")
+        if status in (200, 206) and fill.validator is not None and tag != fill.validator:
+            raise CopyReplaced(f"ETag {tag}, {fill.validator} begun")
         if status == 206:
             content_range = resp.headers.get("Content-Range", "")
             unit, _, rest = content_range.partition(" ")

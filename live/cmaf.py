@@ -7,19 +7,17 @@ model (audio included, whose frames do not divide the grid), a segment starts
 with ``styp``, and every chunk carries a ``prft`` tying its media time to the
 wall clock.  No maintained Python library writes CMAF chunks from encoded
 packets, so the handful of boxes involved are hand-written, each a small
-``bytes`` builder with a matching reader for the tests and the tooling.
+``bytes`` builder with a matching reader for the tests and the tooling.  Walking boxes
+(and reading ``prft``, which the load rig needs too) is :mod:`kernel.isobmff`'s.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-CONTAINER_BOXES = frozenset(
-    {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"moof", b"traf"}
-)
-NTP_EPOCH_OFFSET_S = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
+from kernel.isobmff import NTP_EPOCH_OFFSET_S, box, find_boxes, full_box, iter_boxes
 
 SAMPLE_FLAGS_SYNC = 0x02000000  # depends on no other sample
 SAMPLE_FLAGS_NON_SYNC = 0x01010000  # depends on others, not a sync sample
@@ -31,58 +29,6 @@ TRUN_SAMPLE_SIZE = 0x000200
 TRUN_SAMPLE_FLAGS = 0x000400
 TRUN_FLAGS = TRUN_DATA_OFFSET | TRUN_SAMPLE_DURATION | TRUN_SAMPLE_SIZE | TRUN_SAMPLE_FLAGS
 PRFT_FLAG_INPUT_TO_ENCODER = 0x000001
-
-
-@dataclass(frozen=True)
-class Box:
-    """One box as found in a byte string: its type and where its payload lies."""
-
-    type: bytes
-    start: int  # offset of the box header
-    end: int  # offset just past the box
-    payload_start: int
-
-    def payload(self, data: bytes) -> bytes:
-        return data[self.payload_start : self.end]
-
-
-def iter_boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[Box]:
-    """The boxes laid one after another in ``data[start:end]``."""
-    end = len(data) if end is None else end
-    offset = start
-    while offset + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, offset)
-        header = 8
-        if size == 1:
-            (size,) = struct.unpack_from(">Q", data, offset + 8)
-            header = 16
-        elif size == 0:
-            size = end - offset
-        if size < header or offset + size > end:
-            raise ValueError(f"truncated or corrupt box {kind!r} at offset {offset}")
-        yield Box(kind, offset, offset + size, offset + header)
-        offset += size
-
-
-def find_boxes(
-    data: bytes, path: Sequence[bytes], start: int = 0, end: int | None = None
-) -> list[Box]:
-    """Every box reached by following ``path`` (e.g. ``[b"moov", b"trak", b"tkhd"]``)."""
-    found = [b for b in iter_boxes(data, start, end) if b.type == path[0]]
-    if len(path) == 1:
-        return found
-    return [
-        inner for box in found for inner in find_boxes(data, path[1:], box.payload_start, box.end)
-    ]
-
-
-def box(kind: bytes, *payload: bytes) -> bytes:
-    body = b"".join(payload)
-    return struct.pack(">I4s", 8 + len(body), kind) + body
-
-
-def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
-    return box(kind, struct.pack(">I", (version << 24) | flags), *payload)
 
 
 # -- segment and chunk boxes ---------------------------------------------------------
@@ -197,12 +143,3 @@ def read_sample_durations(data: bytes, start: int = 0) -> list[int]:
     (count,) = struct.unpack_from(">I", data, trun.payload_start + 4)
     entries = trun.payload_start + 12
     return [struct.unpack_from(">I", data, entries + 12 * i)[0] for i in range(count)]
-
-
-def read_prft_wallclock_ms(data: bytes, start: int = 0) -> int:
-    """The wall-clock time (UTC ms) carried by the first ``prft`` at or after ``start``."""
-    found = next(b for b in iter_boxes(data, start) if b.type == b"prft")
-    (ntp,) = struct.unpack_from(">Q", data, found.payload_start + 8)
-    seconds = (ntp >> 32) - NTP_EPOCH_OFFSET_S
-    millis = ((ntp & 0xFFFFFFFF) * 1000 + (1 << 31)) >> 32
-    return seconds * 1000 + millis

@@ -3,7 +3,7 @@
 Handlers raise these instead of building error responses, so the status code of
 "too early", "expired" or "bad input" is decided once (livesim2 ``errors.go``).
 Every error answer is a short plain-text reason that no cache may keep: what is
-missing at the live edge now may exist a moment later.
+missing at the live edge now may exist a moment later (:mod:`kernel.http.errors`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
-ERROR_CACHE_CONTROL = "max-age=0, no-store"
+from kernel.http.errors import ERROR_CACHE_CONTROL, ERROR_CONTENT_TYPE, error_text
+from kernel.http.hold import HOLD_EXPIRED, HOLD_HEADER
+from kernel.outage import RETRY_AFTER_S
 
 
 class OriginError(Exception):
@@ -65,14 +67,15 @@ class HoldExpired(Unavailable):
     for a failing parent and asking another one.
     """
 
-    headers: ClassVar[dict[str, str]] = {"Livemesh-Hold": "expired"}
+    headers: ClassVar[dict[str, str]] = {HOLD_HEADER: HOLD_EXPIRED}
 
 
 def error_response(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
     """The one shape of every error answer."""
     return web.Response(
         status=status,
-        text=f"{reason}\n",
+        text=error_text(reason),
+        content_type=ERROR_CONTENT_TYPE,
         headers={"Cache-Control": ERROR_CACHE_CONTROL, **(headers or {})},
     )
 
@@ -84,8 +87,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except OriginError as error:
         return error_response(error.status, error.reason, error.headers)
-    except RedisError:
-        return error_response(Unavailable.status, "manifest state unavailable")
+    except RedisError:  # the state store restarting or failing over: worth a retry soon
+        return error_response(
+            Unavailable.status,
+            "manifest state unavailable",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
     except web.HTTPException as error:
         if error.status < 400:
             raise

@@ -18,8 +18,8 @@ from decimal import Decimal
 
 from lxml import etree
 
-from live.ladder import ChannelConfig
-from live.state import Epoch, Representation
+from kernel.channel_config import ChannelConfig
+from kernel.epoch import Epoch, Representation
 
 MPD_NAMESPACE = "urn:mpeg:dash:schema:mpd:2011"
 PROFILES = "urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019"
@@ -55,7 +55,16 @@ def duration(ms: int) -> str:
     return f"PT{seconds(ms)}S"
 
 
-def _el(parent: etree._Element, tag: str, **attrs: object) -> etree._Element:
+def mpd_root(attrs: dict[str, str]) -> etree._Element:
+    """An MPD element of our profiles with ``attrs`` (its type and timing)."""
+    return etree.Element(
+        f"{{{MPD_NAMESPACE}}}MPD",
+        nsmap={None: MPD_NAMESPACE},
+        attrib={"profiles": PROFILES, **attrs},
+    )
+
+
+def mpd_element(parent: etree._Element, tag: str, **attrs: object) -> etree._Element:
     """A child element in the MPD namespace; attributes given as Python values."""
     return etree.SubElement(
         parent, f"{{{MPD_NAMESPACE}}}{tag}", {k: str(v) for k, v in attrs.items()}
@@ -63,24 +72,29 @@ def _el(parent: etree._Element, tag: str, **attrs: object) -> etree._Element:
 
 
 def _utc_timing(parent: etree._Element, time_url: str) -> None:
-    _el(parent, "UTCTiming", schemeIdUri=UTC_TIMING_SCHEME, value=time_url)
+    mpd_element(parent, "UTCTiming", schemeIdUri=UTC_TIMING_SCHEME, value=time_url)
 
 
 def latency_targets_ms(config: ChannelConfig) -> tuple[int, int, int]:
-    """``(min, target, max)`` live latency: a few chunks, bounded by a few segments.
+    """``(min, target, max)`` live latency: a few chunks, and at most a segment more.
 
     The target leaves a player three chunks of buffer (one being produced, one in
-    flight, one playing); below two it would stall on any jitter; beyond three
-    segments it is no longer a low-latency stream and the player should jump back.
+    flight, one playing); below two it would stall on any jitter. A player more than a
+    segment behind its target (after a stall of seconds: an origin outage) should jump
+    back rather than catch up at a few per cent, which would take minutes; dash.js seeks
+    past ``max - target + 0.5 s`` of drift.
     """
-    return 2 * config.chunk_ms, 3 * config.chunk_ms, 3 * config.segment_ms
+    target = 3 * config.chunk_ms
+    return 2 * config.chunk_ms, target, target + config.segment_ms
 
 
 def _service_description(mpd: etree._Element, config: ChannelConfig) -> None:
     low, target, high = latency_targets_ms(config)
-    service = _el(mpd, "ServiceDescription", id=0)
-    _el(service, "Latency", referenceId=PRODUCER_REFERENCE_ID, target=target, min=low, max=high)
-    _el(service, "PlaybackRate", min=PLAYBACK_RATE_MIN, max=PLAYBACK_RATE_MAX)
+    service = mpd_element(mpd, "ServiceDescription", id=0)
+    mpd_element(
+        service, "Latency", referenceId=PRODUCER_REFERENCE_ID, target=target, min=low, max=high
+    )
+    mpd_element(service, "PlaybackRate", min=PLAYBACK_RATE_MIN, max=PLAYBACK_RATE_MAX)
 
 
 def _set_timescale(reps: list[Representation], config: ChannelConfig) -> int:
@@ -103,6 +117,43 @@ def _adaptation_set(
     time_urls: list[str],
 ) -> None:
     """One AdaptationSet: its LL-DASH descriptors, one SegmentTemplate, its Representations."""
+    adaptation = adaptation_element(period, set_id, kind, reps)
+    timescale = _set_timescale(reps, config)
+
+    # RepresentationBaseType's sequence: ... ProducerReferenceTime, ..., Resync.
+    prt = mpd_element(
+        adaptation,
+        "ProducerReferenceTime",
+        id=PRODUCER_REFERENCE_ID,
+        type="encoder",
+        wallClockTime=iso_utc(epoch.start_ms),
+        presentationTime=0,
+    )
+    _utc_timing(prt, time_urls[0])  # the clock wallClockTime is on (one element only)
+    # Every chunk (moof+mdat) is a point a client may start parsing at; only the
+    # segment's first is a SAP, so the guaranteed type is 0. dT is in the timescale.
+    mpd_element(adaptation, "Resync", type=0, dT=config.chunk_ms * timescale // 1000)
+
+    # AdaptationSetType's own sequence: ..., SegmentTemplate, Representation.
+    mpd_element(
+        adaptation,
+        "SegmentTemplate",
+        timescale=timescale,
+        duration=config.segment_ms * timescale // 1000,
+        startNumber=0,
+        media=f"{epoch.id}/$RepresentationID$/$Number$.m4s",
+        initialization=f"{epoch.id}/$RepresentationID$/init.mp4",
+        availabilityTimeOffset=seconds(config.segment_ms - config.chunk_ms),
+        availabilityTimeComplete="false",
+    )
+    for rep in reps:
+        representation_element(adaptation, rep)
+
+
+def adaptation_element(
+    period: etree._Element, set_id: int, kind: str, reps: list[Representation]
+) -> etree._Element:
+    """An empty AdaptationSet of ``reps`` (all of one ``kind``), live or on demand alike."""
     attrs: dict[str, object] = {
         "id": set_id,
         "contentType": kind,
@@ -115,48 +166,18 @@ def _adaptation_set(
     else:
         attrs["maxWidth"] = max(r.width for r in reps)
         attrs["maxHeight"] = max(r.height for r in reps)
-    adaptation = _el(period, "AdaptationSet", **attrs)
-    timescale = _set_timescale(reps, config)
-
-    # RepresentationBaseType's sequence: ... ProducerReferenceTime, ..., Resync.
-    prt = _el(
-        adaptation,
-        "ProducerReferenceTime",
-        id=PRODUCER_REFERENCE_ID,
-        type="encoder",
-        wallClockTime=iso_utc(epoch.start_ms),
-        presentationTime=0,
-    )
-    _utc_timing(prt, time_urls[0])  # the clock wallClockTime is on (one element only)
-    # Every chunk (moof+mdat) is a point a client may start parsing at; only the
-    # segment's first is a SAP, so the guaranteed type is 0. dT is in the timescale.
-    _el(adaptation, "Resync", type=0, dT=config.chunk_ms * timescale // 1000)
-
-    # AdaptationSetType's own sequence: ..., SegmentTemplate, Representation.
-    _el(
-        adaptation,
-        "SegmentTemplate",
-        timescale=timescale,
-        duration=config.segment_ms * timescale // 1000,
-        startNumber=0,
-        media=f"{epoch.id}/$RepresentationID$/$Number$.m4s",
-        initialization=f"{epoch.id}/$RepresentationID$/init.mp4",
-        availabilityTimeOffset=seconds(config.segment_ms - config.chunk_ms),
-        availabilityTimeComplete="false",
-    )
-    for rep in reps:
-        _representation(adaptation, rep)
+    return mpd_element(period, "AdaptationSet", **attrs)
 
 
-def _representation(adaptation: etree._Element, rep: Representation) -> None:
+def representation_element(adaptation: etree._Element, rep: Representation) -> None:
     attrs: dict[str, object] = {"id": rep.id, "bandwidth": rep.bandwidth, "codecs": rep.codecs}
     if rep.kind == "video":
         attrs.update(width=rep.width, height=rep.height, frameRate=rep.frame_rate, sar="1:1")
     else:
         attrs["audioSamplingRate"] = rep.sample_rate
-    element = _el(adaptation, "Representation", **attrs)
+    element = mpd_element(adaptation, "Representation", **attrs)
     if rep.kind == "audio":
-        _el(
+        mpd_element(
             element,
             "AudioChannelConfiguration",
             schemeIdUri=AUDIO_CHANNELS_SCHEME,
@@ -165,23 +186,27 @@ def _representation(adaptation: etree._Element, rep: Representation) -> None:
 
 
 def live_mpd(
-    config: ChannelConfig, epoch: Epoch, now_ms: int, time_urls: list[str]
+    config: ChannelConfig,
+    epoch: Epoch,
+    now_ms: int,
+    time_urls: list[str],
+    dvr_s: int = 0,
 ) -> etree._Element:
     """The MPD of ``epoch`` as published at ``now_ms``; ``time_urls`` answer UTCTiming, in
-    the order a player tries them (dash.js moves to the next when one fails)."""
+    the order a player tries them (dash.js moves to the next when one fails).
+
+    ``dvr_s``: how far back a player may seek when the origin serves segments older than
+    the live window from the archive (:mod:`live.archive`); the window's length otherwise."""
     if not time_urls:
         raise ValueError("an LL-DASH MPD needs at least one UTCTiming source")
-    mpd = etree.Element(
-        f"{{{MPD_NAMESPACE}}}MPD",
-        nsmap={None: MPD_NAMESPACE},
-        attrib={
-            "profiles": PROFILES,
+    mpd = mpd_root(
+        {
             "type": "dynamic",
             "availabilityStartTime": iso_utc(epoch.start_ms),
             "publishTime": iso_utc(now_ms),
             # The MPD of an epoch never changes; re-reading once a segment finds a new one.
             "minimumUpdatePeriod": duration(config.segment_ms),
-            "timeShiftBufferDepth": duration(config.window_s * 1000),
+            "timeShiftBufferDepth": duration(max(dvr_s, config.window_s) * 1000),
             "suggestedPresentationDelay": duration(latency_targets_ms(config)[1]),
             "minBufferTime": duration(config.segment_ms),
             "maxSegmentDuration": duration(config.segment_ms),
@@ -189,7 +214,7 @@ def live_mpd(
     )
     # MPDtype's sequence: ServiceDescription, ..., Period, ..., UTCTiming.
     _service_description(mpd, config)
-    period = _el(mpd, "Period", id=epoch.id, start="PT0S")
+    period = mpd_element(mpd, "Period", id=epoch.id, start="PT0S")
     for set_id, kind in enumerate(("video", "audio"), start=1):
         reps = [r for r in epoch.representations if r.kind == kind]
         if reps:
@@ -205,6 +230,8 @@ def write_mpd(mpd: etree._Element) -> str:
     return text.decode()
 
 
-def render_mpd(config: ChannelConfig, epoch: Epoch, now_ms: int, time_urls: list[str]) -> str:
+def render_mpd(
+    config: ChannelConfig, epoch: Epoch, now_ms: int, time_urls: list[str], dvr_s: int = 0
+) -> str:
     """The MPD text of ``epoch`` at ``now_ms`` (DESIGN.md §3)."""
-    return write_mpd(live_mpd(config, epoch, now_ms, time_urls))
+    return write_mpd(live_mpd(config, epoch, now_ms, time_urls, dvr_s))

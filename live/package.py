@@ -38,7 +38,6 @@ class ChunkPackager:
         self.start_ms = start_ms  # wall-clock time of media time 0
         self._pending: list[EncodedUnit] = []
         self._pending_at: tuple[int, int] | None = None
-        self._sequence = 0
         self._segment_started: int | None = None
         self._ended_at = 0  # access unit where the last emitted chunk ended
         self._ended_in: int | None = None  # and the segment it belonged to
@@ -85,10 +84,12 @@ class ChunkPackager:
         self._ended_at, self._ended_in = next_index, segment
         base_time = start * self.unit_duration
         wallclock_ms = self.start_ms + base_time * 1000 // self.track.timescale
-        self._sequence += 1
+        # numbered by place on the timeline, not by count: a pipeline that joined an epoch
+        # late numbers its fragments as the one that ran from the start
+        sequence = segment * self.clock.timeline.chunks_per_segment + chunk + 1
         parts = [
             prft(self.track.track_id, wallclock_ms, base_time),
-            fragment(self._sequence, self.track.track_id, base_time, samples),
+            fragment(sequence, self.track.track_id, base_time, samples),
         ]
         if self._segment_started != segment:
             self._segment_started = segment

@@ -1,93 +1,63 @@
 """Manifest state and the live window of a channel, kept in Redis (DESIGN.md §4).
 
-Keys (every one carries the hash tag ``{channel}`` so a channel lives in one
-Redis Cluster slot and a MULTI over its keys stays atomic):
+Key names come from :mod:`kernel.keys` (each carries the hash tag ``{channel}``, so a
+channel lives in one Redis Cluster slot and a MULTI over its keys stays atomic).
 
-==================================  ==========================================
-``lm:{ch}:config``                  :class:`ChannelConfig` as JSON
-``lm:{ch}:epoch``                   the current :class:`Epoch` as JSON
-``lm:{ch}:epochs``                  hash epoch id -> :class:`Epoch` JSON (TTL window)
-``lm:{ch}:pos:{epoch}``             hash rendition -> "segment:chunk:complete"
-``lm:{ch}:init:{epoch}:{rep}``      init segment bytes
-``lm:{ch}:seg:{epoch}:{rep}:{n}``   list of the chunk bytes of segment ``n``
-``lm:{ch}:events``                  stream, one entry per published chunk
-==================================  ==========================================
-
-A chunk is published in one MULTI: bytes appended, position moved, event added.
-So a reader never sees a position (or an event) whose bytes are not stored.
+A chunk is published in one script, atomically: bytes appended, position moved, event
+added. So a reader never sees a position (or an event) whose bytes are not stored. The
+script is idempotent: the clients retry a command whose connection dropped, and a chunk
+the server had stored before the drop is not appended a second time.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import cast
 
 import redis.asyncio as aioredis
 
-from live.ladder import ChannelConfig
+from kernel.channel_config import ChannelConfig
+from kernel.channel_config_store import get_channel_config
+from kernel.epoch import Epoch, Position
+from kernel.keys import ChannelKeys
 
 EVENT_STREAM_LENGTH = 5000
 
+# KEYS: segment, position, init, epochs, events, epoch
+# ARGV: bytes, window_s, rep, position, chunk index, e, n, l, stream length
+# Returns whether the epoch is on record. A segment already longer than the chunk's index
+# holds it: a retried publish of a chunk the server stored before the reply was lost.
+PUBLISH_CHUNK = """
+if redis.call('LLEN', KEYS[1]) <= tonumber(ARGV[5]) then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  if ARGV[5] == '0' then
+    redis.call('EXPIRE', KEYS[3], ARGV[2])
+    redis.call('EXPIRE', KEYS[4], ARGV[2])
+  end
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*',
+             'e', ARGV[6], 'r', ARGV[3], 'n', ARGV[7], 'k', ARGV[5], 'l', ARGV[8])
+end
+return redis.call('EXISTS', KEYS[6])
+"""
+
+# The byte sizes of a list's elements without sending the elements: an LL-HLS playlist
+# addresses parts by byte range, and a video segment's chunks are megabytes together.
+# KEYS[1] is the position hash (read in the same script, so sizes and position agree).
+PLAYLIST_READ = """
+local out = {redis.call('HGETALL', KEYS[1])}
+for i = 2, #KEYS do
+  local sizes = {}
+  for j, chunk in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do sizes[j] = #chunk end
+  out[i] = sizes
+end
+return out
+"""
+
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE/XREAD entries, undecoded
-
-
-@dataclass(frozen=True)
-class Representation:
-    """One published rendition of an epoch, as the encoder actually made it."""
-
-    id: str
-    kind: str  # "video" or "audio"
-    codecs: str  # RFC 6381 codec string, e.g. "avc1.64001f", "mp4a.40.2"
-    bandwidth: int
-    timescale: int
-    width: int = 0
-    height: int = 0
-    frame_rate: int = 0
-    sample_rate: int = 0
-    channels: int = 0
-
-
-@dataclass(frozen=True)
-class Epoch:
-    """One uninterrupted encoder run: its id is a path component of every URL it serves."""
-
-    id: str
-    start_ms: int  # wall-clock (UTC, ms) of media time 0
-    representations: tuple[Representation, ...]
-
-    def representation(self, rep_id: str) -> Representation | None:
-        return next((r for r in self.representations if r.id == rep_id), None)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Epoch:
-        raw = json.loads(text)
-        reps = tuple(Representation(**r) for r in raw["representations"])
-        return cls(id=raw["id"], start_ms=raw["start_ms"], representations=reps)
-
-
-@dataclass(frozen=True)
-class Position:
-    """How far a rendition has got: the newest chunk stored, and whether its segment is whole."""
-
-    segment: int
-    chunk: int
-    complete: bool
-
-    def encode(self) -> str:
-        return f"{self.segment}:{self.chunk}:{int(self.complete)}"
-
-    @classmethod
-    def decode(cls, text: str | bytes) -> Position:
-        segment, chunk, complete = (text.decode() if isinstance(text, bytes) else text).split(":")
-        return cls(int(segment), int(chunk), complete == "1")
-
-    def has_complete(self, segment: int) -> bool:
-        return segment < self.segment or (segment == self.segment and self.complete)
 
 
 @dataclass(frozen=True)
@@ -102,36 +72,13 @@ class ChunkEvent:
     last: bool
 
 
-class ChannelKeys:
-    """Names of one channel's keys; the only place they are spelled out."""
+@dataclass(frozen=True)
+class SegmentCopy:
+    """A segment's served chunks as read together with what tells whose they are."""
 
-    def __init__(self, channel: str) -> None:
-        self.prefix = f"lm:{{{channel}}}"
-
-    @property
-    def config(self) -> str:
-        return f"{self.prefix}:config"
-
-    @property
-    def epoch(self) -> str:
-        return f"{self.prefix}:epoch"
-
-    @property
-    def epochs(self) -> str:
-        return f"{self.prefix}:epochs"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"
-
-    def position(self, epoch: str) -> str:
-        return f"{self.prefix}:pos:{epoch}"
-
-    def init(self, epoch: str, rep: str) -> str:
-        return f"{self.prefix}:init:{epoch}:{rep}"
-
-    def segment(self, epoch: str, rep: str, number: int) -> str:
-        return f"{self.prefix}:seg:{epoch}:{rep}:{number}"
+    chunks: list[bytes]
+    position: Position | None  # the rendition's live edge
+    generation: int  # which copy the chunks are (:meth:`ChannelStore.generation`)
 
 
 class ChannelStore:
@@ -141,11 +88,10 @@ class ChannelStore:
         self.redis = redis
         self.channel = channel
         self.keys = ChannelKeys(channel)
+        self._publish = redis.register_script(PUBLISH_CHUNK)
+        self._playlist_read = redis.register_script(PLAYLIST_READ)
 
     # -- writer side (the packager) -------------------------------------------------
-
-    async def put_config(self, config: ChannelConfig) -> None:
-        await self.redis.set(self.keys.config, config.to_json())
 
     async def start_epoch(
         self, epoch: Epoch, inits: dict[str, bytes], window_s: int, fresh: bool = True
@@ -180,24 +126,18 @@ class ChannelStore:
         Returns whether the channel's epoch was still on record: False means Redis lost
         it (a restart keeps nothing) and the caller should announce it again.
         """
-        seg_key = self.keys.segment(epoch.id, rep, segment)
-        pos_key = self.keys.position(epoch.id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(seg_key, data)
-            pipe.expire(seg_key, window_s)
-            pipe.hset(pos_key, rep, Position(segment, chunk, last).encode())
-            pipe.expire(pos_key, window_s)
-            if chunk == 0:  # keep the epoch's init and description alive as long as its media
-                pipe.expire(self.keys.init(epoch.id, rep), window_s)
-                pipe.expire(self.keys.epochs, window_s)
-            pipe.xadd(
-                self.keys.events,
-                {"e": epoch.id, "r": rep, "n": segment, "k": chunk, "l": int(last)},
-                maxlen=EVENT_STREAM_LENGTH,
-                approximate=True,
-            )
-            pipe.exists(self.keys.epoch)
-            *_, epoch_on_record = await pipe.execute()
+        keys = [
+            self.keys.segment(epoch.id, rep, segment),
+            self.keys.position(epoch.id),
+            self.keys.init(epoch.id, rep),  # kept alive as long as its media (chunk 0)
+            self.keys.epochs,
+            self.keys.events,
+            self.keys.epoch,
+        ]
+        position = Position(segment, chunk, last).encode()
+        args: list[bytes | str | int] = [data, window_s, rep, position, chunk, epoch.id]
+        args += [segment, int(last), EVENT_STREAM_LENGTH]
+        epoch_on_record = await self._publish(keys=keys, args=args)
         return bool(epoch_on_record)
 
     async def end_epoch(self, epoch: Epoch) -> None:
@@ -224,8 +164,7 @@ class ChannelStore:
     # -- reader side (origin, MPD) ----------------------------------------------------
 
     async def get_config(self) -> ChannelConfig | None:
-        raw = await self.redis.get(self.keys.config)
-        return ChannelConfig.from_json(_text(raw)) if raw else None
+        return await get_channel_config(self.redis, self.channel)
 
     async def current_epoch(self) -> Epoch | None:
         raw = await self.redis.get(self.keys.epoch)
@@ -248,11 +187,40 @@ class ChannelStore:
         self, epoch_id: str, rep: str, segment: int, first: int = 0
     ) -> tuple[list[bytes], Position | None]:
         """Chunks ``first..`` of a segment and the rendition's position, read together."""
+        copy = await self.segment_copy(epoch_id, rep, segment, first)
+        return copy.chunks, copy.position
+
+    async def segment_copy(
+        self, epoch_id: str, rep: str, segment: int, first: int = 0
+    ) -> SegmentCopy:
+        """Chunks ``first..`` of a segment, the rendition's position and the generation of
+        the copy the chunks are from, read together (one round trip, one transaction)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrange(self.keys.segment(epoch_id, rep, segment), first, -1)
             pipe.hget(self.keys.position(epoch_id), rep)
-            data, raw_pos = await pipe.execute()
-        return data, Position.decode(raw_pos) if raw_pos else None
+            pipe.hget(self.keys.owners(epoch_id), f"{rep}:{segment}")
+            data, raw_pos, owner = await pipe.execute()
+        position = Position.decode(raw_pos) if raw_pos else None
+        return SegmentCopy(data, position, _generation(owner))
+
+    async def generation(self, epoch_id: str, rep: str, segment: int) -> int:
+        """Which copy of a segment is served (0: the first, or the only one): redundant
+        pipelines (:mod:`live.pipelines`) may replace a segment whose pipeline failed, and a
+        reader that sent the old copy's first bytes must not go on with the new copy's."""
+        return _generation(await self.redis.hget(self.keys.owners(epoch_id), f"{rep}:{segment}"))
+
+    async def positions_and_sizes(
+        self, epoch_id: str, rep: str, segments: list[int]
+    ) -> tuple[dict[str, Position], dict[int, list[int]]]:
+        """Every rendition's position, and the chunk sizes of ``rep``'s ``segments``, atomically."""
+        keys = [self.keys.position(epoch_id)]
+        keys += [self.keys.segment(epoch_id, rep, n) for n in segments]
+        reply = await self._playlist_read(keys=keys)
+        flat, *sizes = cast(list[list[bytes | int]], reply)
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        positions = {_text(cast(bytes, k)): Position.decode(cast(bytes, v)) for k, v in pairs}
+        found = {n: [int(s) for s in sz] for n, sz in zip(segments, sizes, strict=True) if sz}
+        return positions, found
 
     async def last_event_id(self) -> str:
         """The id of the newest event, so a reader can start listening from now."""
@@ -278,6 +246,11 @@ class ChannelStore:
                         chunk=int(fields[b"k"]),
                         last=fields[b"l"] == b"1",
                     )
+
+
+def _generation(owner: bytes | str | None) -> int:
+    """The generation in an owners field ("pipeline:generation"); 0 where none is."""
+    return int(_text(owner).rsplit(":", 1)[1]) if owner else 0
 
 
 def _text(raw: bytes | str) -> str:

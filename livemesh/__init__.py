@@ -1,1 +1,5 @@
-"""livemesh: the command line, process supervision and what every plane shares."""
+"""Generated: the livemesh API, made from ``protos/`` by ``make protos``. Do not edit.
+
+``livemesh.<domain>.v1`` holds the messages (``*_pb2``), their types (``*.pyi``) and the
+gRPC stubs (``*_pb2_grpc``) of ``protos/livemesh/<domain>/v1/*.proto``.
+"""

@@ -3,9 +3,13 @@ inject gRPC faults.
 
 The stack's processes are found below a root pid (the rig itself when it started the
 stack, or a ``livemesh demo`` supervisor given with ``--attach``) from /proc: every
-``python -m livemesh.cli <command> ...`` child is named by its ``--name`` (``edge-1``,
+``python -m command.cli <command> ...`` child is named by its ``--name`` (``edge-1``,
 ``shield-1``), its command (``origin``, ``gateway``, ``playback``), ``shield`` for the
-shield tier and ``channel-<name>`` for a channel; ``redis`` names the redis-server.
+shield tier, ``channel-<name>`` for a channel and, for one of its redundant pipelines,
+``pipeline-<p>`` and ``channel-<name>-<p>``; ``redis`` names the redis-server.
+A pipeline can also be told to break its own chunks for a while (``defect``: truncated
+chunks or dropped frames, :mod:`kernel.defect_faults`, through the file beside the fault
+file); a *delayed* pipeline is a ``pause`` of one.
 The same command lines tell where each node listens (``--port``), which the metrics
 collector uses.  gRPC faults go through the resilience layer's fault file
 (``LIVEMESH_FAULTS_FILE``, re-read by every service when it changes).
@@ -13,17 +17,17 @@ collector uses.  gRPC faults go through the resilience layer's fault file
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livemesh.processes import parent_death_signal
-from loadrig.profile import ChaosEvent
-from services.resilience.faults import FaultRule, write_rules
+from kernel import clock, procfs
+from kernel.defect_faults import PIPELINE_FAULTS_NAME, DefectRule
+from kernel.defect_faults import write_rules as write_defects
+from kernel.processes import parent_death_signal, send_signal, stop_processes, wait_exit
+from kernel.rpc.resilience.faults import FaultRule, write_rules
+from loadrig.scenario import ChaosEvent
 
 
 @dataclass(frozen=True)
@@ -50,62 +54,32 @@ def names_of(argv: list[str]) -> frozenset[str]:
         names.add("shield")
     if argv[0] == "channel" and len(argv) > 1 and not argv[1].startswith("-"):
         names.add(f"channel-{argv[1]}")
+        if "--pipeline" in argv[:-1]:
+            pipeline = argv[argv.index("--pipeline") + 1]
+            names |= {f"pipeline-{pipeline}", f"channel-{argv[1]}-{pipeline}"}
     return frozenset(names)
 
 
 def livemesh_argv(cmdline: list[str]) -> list[str] | None:
-    """The sub-command argv of a ``-m livemesh.cli`` process, redis-server's argv, or None."""
-    if "livemesh.cli" in cmdline:
-        return cmdline[cmdline.index("livemesh.cli") + 1 :]
+    """The sub-command argv of a ``-m command.cli`` process, redis-server's argv, or None."""
+    if "command.cli" in cmdline:
+        return cmdline[cmdline.index("command.cli") + 1 :]
     if cmdline and Path(cmdline[0]).name.startswith("redis-server"):
         return ["redis-server", *cmdline[1:]]
     return None
 
 
-def descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.append(child)
-                    todo.append(child)
-    return found
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
 def stack_processes(root: int) -> list[StackProcess]:
     """The livemesh processes (and redis-server) below ``root``."""
     out = []
-    for pid in descendants(root):
-        argv = livemesh_argv(_cmdline(pid))
+    for pid in procfs.descendants(root):
+        argv = livemesh_argv(procfs.cmdline(pid))
         if argv is not None:
             out.append(StackProcess(pid, tuple(argv), names_of(argv)))
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
+REDIS_STOP_S = 5.0  # how long redis-server may take to save and exit on SIGTERM
 
 # a kill target that always hits viewers: the edge that has served most (CPU time), since
 # press-play's ranking decides at run time which edge the players were given first
@@ -122,19 +96,25 @@ class ChaosLog:
 
 @dataclass
 class ChaosRunner:
-    """Applies a profile's chaos events to the stack below ``root``."""
+    """Applies a scenario's chaos events to the stack below ``root``."""
 
     root: int
     faults_file: str | None = None
     log: list[ChaosLog] = field(default_factory=list)
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)  # restarted redis
+    defects: list[DefectRule] = field(default_factory=list)  # in force, by defect events
+
+    @property
+    def defects_file(self) -> Path | None:
+        """The pipelines' defect rules: beside the fault file (the rig's stack names it)."""
+        return Path(self.faults_file).with_name(PIPELINE_FAULTS_NAME) if self.faults_file else None
 
     def find(self, name: str) -> list[StackProcess]:
         """The processes a target names; ``busiest-edge`` is the edge serving the most now."""
         processes = stack_processes(self.root)
         if name == BUSIEST_EDGE:
             edges = [p for p in processes if "edge" in p.names and "shield" not in p.names]
-            return [max(edges, key=lambda p: cpu_seconds(p.pid))] if edges else []
+            return [max(edges, key=lambda p: procfs.cpu_seconds(p.pid))] if edges else []
         return [p for p in processes if name in p.names]
 
     def _note(self, t: float, event: ChaosEvent, detail: str) -> None:
@@ -149,10 +129,12 @@ class ChaosRunner:
                 return
             sig = signal.SIGKILL if event.action == "kill" else signal.SIGSTOP
             for victim in victims:
-                os.kill(victim.pid, sig)
+                send_signal(victim.pid, sig)
             self._note(t, event, f"{sig.name} pid {','.join(str(v.pid) for v in victims)}")
         elif event.action == "restart-redis":
             self._note(t, event, self.restart_redis())
+        elif event.action == "defect":
+            self._note(t, event, self._defect(event))
         elif event.action == "fault":
             if not self.faults_file:
                 self._note(t, event, "no fault file: the stack was started without one")
@@ -169,11 +151,28 @@ class ChaosRunner:
     def undo(self, event: ChaosEvent, t: float) -> None:
         if event.action == "pause":
             for victim in self.find(event.target):
-                os.kill(victim.pid, signal.SIGCONT)
+                send_signal(victim.pid, signal.SIGCONT)
             self.log.append(ChaosLog(round(t, 3), "resume", event.target, "SIGCONT"))
         elif event.action == "fault" and self.faults_file:
             write_rules(self.faults_file, [])
             self.log.append(ChaosLog(round(t, 3), "clear-faults", event.match, ""))
+        elif event.action == "defect" and self.defects_file is not None:
+            pipeline = event.target.removeprefix("pipeline-")
+            self.defects = [
+                r for r in self.defects if (r.pipeline, r.kind) != (pipeline, event.match)
+            ]
+            write_defects(self.defects_file, self.defects)
+            self.log.append(ChaosLog(round(t, 3), "clear-defect", event.target, event.match))
+
+    def _defect(self, event: ChaosEvent) -> str:
+        """Tell a pipeline to break its chunks for the event's duration."""
+        if self.defects_file is None:
+            return "no fault file: the stack was started without one"
+        pipeline = event.target.removeprefix("pipeline-")
+        until = clock.now_ms() + int(event.duration_s * 1000)
+        self.defects.append(DefectRule(pipeline, event.match, until))
+        write_defects(self.defects_file, self.defects)
+        return f"{event.match} in pipeline {pipeline} for {event.duration_s:g} s"
 
     def restart_redis(self) -> str:
         """Stop the stack's redis-server and start it again with the same command line."""
@@ -181,12 +180,10 @@ class ChaosRunner:
         if not found:
             return "no redis-server below the stack (an external REDIS_URL?)"
         victim = found[0]
-        cmdline = _cmdline(victim.pid)
-        cwd = os.readlink(f"/proc/{victim.pid}/cwd")
-        os.kill(victim.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while Path(f"/proc/{victim.pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)  # not our child: /proc is the only place its exit shows
+        cmdline = procfs.cmdline(victim.pid)
+        cwd = procfs.cwd(victim.pid)
+        send_signal(victim.pid, signal.SIGTERM)
+        wait_exit(victim.pid, REDIS_STOP_S)
         Path(cwd).mkdir(parents=True, exist_ok=True)
         self.started.append(
             subprocess.Popen(
@@ -201,10 +198,9 @@ class ChaosRunner:
     def close(self) -> None:
         """Resume anything still paused, clear faults, stop the redis we restarted."""
         for proc in stack_processes(self.root):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGCONT)
+            send_signal(proc.pid, signal.SIGCONT)
         if self.faults_file:
             write_rules(self.faults_file, [])
-        for restarted in self.started:
-            restarted.terminate()
-            restarted.wait(timeout=10)
+        if self.defects_file is not None and self.defects:
+            write_defects(self.defects_file, [])
+        stop_processes(self.started, grace_s=REDIS_STOP_S * 2)

@@ -2,7 +2,8 @@
 
 Only the facts the player acts on: availabilityStartTime, segment and chunk durations,
 the URL templates of the video and audio AdaptationSets, the rungs with their
-bandwidths, and the UTCTiming URLs (the edges' ``/time``).
+bandwidths, the UTCTiming URLs (the edges' ``/time``) and the ServiceDescription's
+``Latency@max`` (past it, the player jumps back to the live point).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class LiveManifest:
     video: Track
     audio: Track | None
     time_urls: tuple[str, ...]  # UTCTiming sources, in the order a player tries them
+    max_latency_s: float  # ServiceDescription Latency@max; without one, three segments
 
     def segment_available_s(self, number: int) -> float:
         """Wall-clock time the first chunk of segment ``number`` is due (availability)."""
@@ -78,7 +80,12 @@ def parse_manifest(text: str) -> LiveManifest:
         )
     if "video" not in tracks or segment_s <= 0 or chunk_s <= 0:
         raise ValueError("MPD has no video AdaptationSet with a SegmentTemplate")
-    return LiveManifest(ast, segment_s, chunk_s, tracks["video"], tracks.get("audio"), time_urls)
+    latency = root.find("m:ServiceDescription/m:Latency", NS)
+    max_ms = latency.get("max") if latency is not None else None
+    max_latency_s = float(max_ms) / 1000 if max_ms else 3 * segment_s
+    return LiveManifest(
+        ast, segment_s, chunk_s, tracks["video"], tracks.get("audio"), time_urls, max_latency_s
+    )
 
 
 def parse_http_date_ms(text: str) -> int:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadrig.chaos import cpu_seconds, stack_processes
+from kernel.procfs import cpu_seconds
+from loadrig.chaos import stack_processes
 
 
 def metric_total(text: str, name: str) -> float:
@@ -59,7 +60,9 @@ class Collector:
     node_requests: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     node_fetches: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     cpu: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-    pids: dict[str, int] = field(default_factory=dict)
+    # by name: the processes of one kind run as several workers (kernel/workers.py), counted
+    # together
+    pids: dict[str, list[int]] = field(default_factory=dict)
 
     def start(self) -> None:
         self.nodes = discover_nodes(self.root)
@@ -69,7 +72,7 @@ class Collector:
                 if proc.argv[0] in ("edge", "channel")
                 else proc.argv[0]
             )
-            self.pids[name] = proc.pid
+            self.pids.setdefault(name, []).append(proc.pid)
 
     async def sample(self, http: aiohttp.ClientSession) -> None:
         t = round(time.time() - self.t0, 2)
@@ -94,8 +97,8 @@ class Collector:
                 )
 
         await asyncio.gather(*(scrape(n) for n in self.nodes))
-        for name, pid in self.pids.items():
-            self.cpu.setdefault(name, []).append((t, cpu_seconds(pid)))
+        for name, pids in self.pids.items():
+            self.cpu.setdefault(name, []).append((t, sum(cpu_seconds(pid) for pid in pids)))
 
     async def run(self, stop: asyncio.Event, period_s: float = 1.0) -> None:
         async with aiohttp.ClientSession() as http:

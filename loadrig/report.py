@@ -19,9 +19,16 @@ matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from loadrig.player_record import STARTUP_STEPS
 from loadrig.results import RIG_LAG_WARN_MS
 
 BAR_WIDTH = 30
+STEP_NAMES = {
+    "press": "press-play wait",
+    "mpd": "MPD (and clock sync)",
+    "init": "init segments",
+    "first_segment": "first segment",
+}
 
 
 def progress_line(
@@ -106,13 +113,13 @@ def figures(results: dict[str, Any]) -> dict[str, Figure]:
     fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
     ax = axes[0]
     t = [row["t"] for row in series]
-    ax.plot(t, [row["target"] for row in series], color="tab:gray", linestyle=":", label="profile")
+    ax.plot(t, [row["target"] for row in series], color="tab:gray", linestyle=":", label="scenario")
     ax.plot(t, [row["viewers"] for row in series], label="viewers")
     ax.plot(t, [row["playing"] for row in series], label="playing")
     ax.plot(t, [row["stalled"] for row in series], label="stalled", color="tab:red")
     ax.set_ylabel("viewers")
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(f"{results['profile']}: viewers over time")
+    ax.set_title(f"{results['scenario']}: viewers over time")
     lag_ax = ax.twinx()  # the rig's own lateness, on its own scale
     lag_ax.plot(t, [row.get("rig_lag_ms", 0.0) for row in series], color="tab:olive",
                 linewidth=0.7, label="rig loop lag")  # fmt: skip
@@ -165,7 +172,40 @@ def figures(results: dict[str, Any]) -> dict[str, Figure]:
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     out["stalls_errors"] = fig
+    out["startup_cdf"] = startup_cdf(results["players"])
     return out
+
+
+def cdf(values: list[float]) -> tuple[list[float], list[float]]:
+    """The empirical CDF of ``values``: sorted values and the share at or below each."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered, [(i + 1) / n for i in range(n)]
+
+
+def startup_cdf(players: list[dict[str, Any]]) -> Figure:
+    """Startup time and each of its causes as CDFs over the viewers that started: where a
+    slow start came from (waiting for press-play, the MPD, the init segments or the first
+    segment) shows as the curve that stretches right with the total."""
+    started = [p for p in players if p.get("startup_s") is not None]
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    if started:
+        xs, ys = cdf([p["startup_s"] for p in started])
+        ax.step(xs, ys, where="post", color="black", linewidth=2, label="startup (total)")
+        parts = [p["startup_parts"] for p in started if p.get("startup_parts")]
+        for step in STARTUP_STEPS:
+            if parts:
+                xs, ys = cdf([part[step] for part in parts])
+                ax.step(xs, ys, where="post", label=STEP_NAMES[step])
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("share of viewers that started")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", linewidth=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"startup by cause: CDF over {len(started)} viewers")
+    fig.tight_layout()
+    return fig
 
 
 def _png(fig: Figure) -> bytes:
@@ -189,10 +229,10 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     text = html.escape(terminal_summary(results))
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8">
-<title>livemesh load test: {html.escape(results["profile"])}</title>
+<title>livemesh load test: {html.escape(results["scenario"])}</title>
 <style>body{{font-family:sans-serif;max-width:1250px;margin:auto}}img{{max-width:100%}}
 pre{{background:#f4f4f4;padding:1em}}</style></head>
-<body><h1>livemesh load test: {html.escape(results["profile"])}</h1>
+<body><h1>livemesh load test: {html.escape(results["scenario"])}</h1>
 <p>{html.escape(results.get("description", ""))}</p>
 {"".join(images)}
 <h2>Summary</h2><pre>{text}</pre>
@@ -220,16 +260,27 @@ def rig_line(rig: dict[str, Any] | None) -> str:
     )
 
 
+def startup_parts_line(parts: dict[str, dict[str, float]]) -> str:
+    """``  by cause (p50 / p99 s): press-play wait 0.2 / 1.1, MPD ...``"""
+    shown = [
+        f"{STEP_NAMES[step]} {parts[step]['p50']} / {parts[step]['p99']}"
+        for step in STARTUP_STEPS
+        if step in parts
+    ]
+    return "  by cause (p50 / p99 s): " + (", ".join(shown) or "not recorded")
+
+
 def terminal_summary(results: dict[str, Any]) -> str:
     s = results["summary"]
     st, lat, tt, dl = s["startup_s"], s["latency_s"], s["ttfb_ms"], s["delivery_ms"]
     stalls, fo, opo = s["stalls"], s["failovers"], s["origin_per_object"]
     cap = s["capacity"]
     lines = [
-        f"profile {results['profile']}: {results['duration_s']:.0f} s, peak {s['peak_viewers']} "
+        f"scenario {results['scenario']}: {results['duration_s']:.0f} s, peak {s['peak_viewers']} "
         f"viewers, {s['players']} players ({s['started']} started, {s['failed']} failed), "
         f"{results['workers']} worker processes",
         f"startup      p50 {st['p50']} s  p90 {st['p90']} s  p99 {st['p99']} s  max {st['max']} s",
+        startup_parts_line(s.get("startup_parts_s", {})),
         f"live latency p50 {lat['p50']} s  p90 {lat['p90']} s  p99 {lat['p99']} s  "
         f"max {lat['max']} s",
         f"chunk delivery (prft -> player) p50 {dl['p50']} ms  p99 {dl['p99']} ms",
@@ -253,6 +304,14 @@ def terminal_summary(results: dict[str, Any]) -> str:
         lines.append(
             f"chaos t={event['at_s']:.1f}s {event['action']} {event['target']}: {event['detail']}"
         )
+    if results.get("experiment"):
+        lines.append(experiment_lines(results["experiment"]))
     if results.get("scale"):
         lines.append(results["scale"])
     return "\n".join(lines)
+
+
+def experiment_lines(experiment: dict[str, Any]) -> str:
+    """The scenario's experiment as the experiment service read it out: allocation per
+    cell, each cell's QoE with its interval, the sample-ratio check."""
+    return "experiment (GetReadout)\n" + experiment["table"]

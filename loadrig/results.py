@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..1); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-def spread(values: Sequence[float], scale: float = 1.0) -> dict[str, float]:
-    keys = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "max": 1.0}
-    out: dict[str, float] = {"count": float(len(values))}
-    for name, q in keys.items():
-        value = percentile(values, q) * scale
-        out[name] = round(value, 3) if not math.isnan(value) else math.nan
-    return out
+from kernel.stats import spread
+from loadrig.player_record import STARTUP_STEPS
 
 
 def integral(series: Sequence[tuple[float, float]]) -> float:
@@ -62,6 +47,7 @@ def summarise(
         "never_started": len(players) - len(started),
         "failed": sum(p["state"] == "failed" for p in players),
         "startup_s": spread([p["startup_s"] for p in started]),
+        "startup_parts_s": startup_breakdown(started),
         "latency_s": spread([x for p in players for x in p["latency_s"]]),
         "delivery_ms": spread([x for p in players for x in p["delivery_ms"]]),
         "ttfb_ms": spread([x for p in players for x in p["ttfb_ms"]]),
@@ -98,6 +84,13 @@ def summarise(
         "capacity": capacity,
         "rig": rig_check(loop_lag_ms),
     }
+
+
+def startup_breakdown(started: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The startup time by cause (press-play wait, MPD, init, first segment): each step's
+    spread over the viewers that started (records without a breakdown are left out)."""
+    parts = [p["startup_parts"] for p in started if p.get("startup_parts")]
+    return {step: spread([p[step] for p in parts]) for step in STARTUP_STEPS}
 
 
 # A worker loop later than this delays what its viewers record by as much: the figures

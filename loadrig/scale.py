@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-DEFAULT_LADDER: dict[str, int] = {  # live/ladder.py's default ladder, bits per second
+DEFAULT_LADDER: dict[str, int] = {  # kernel/channel_config.py's default ladder, bits per second
     "v720": 2_500_000,
     "v480": 1_200_000,
     "v360": 600_000,

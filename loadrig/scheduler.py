@@ -1,13 +1,13 @@
-"""Spawns virtual players per the profile across one worker process per core.
+"""Spawns virtual players per the scenario across one worker process per core.
 
-Every worker follows its share of the profile's viewer curve on its own (worker ``w``
+Every worker follows its share of the scenario's viewer curve on its own (worker ``w``
 of ``W`` holds ``floor(v·(w+1)/W) - floor(v·w/W)`` of ``v`` viewers), so no message is
 needed to start or stop a player: a flash crowd is many players started in one tick, a
 mass exit is as many cancelled.  A viewer whose player gave up (every edge failed, or
 press play did) comes back as a new viewer after a human pause of ``REJOIN_S``, not at
 once: a chaos event that fails many viewers together must not turn into a press-play
 storm of the rig's own making.  Workers send a one-line snapshot a second and, at the
-end, every viewer's record; the controller (:func:`run_profile`) applies the chaos
+end, every viewer's record; the controller (:func:`run_scenario`) applies the chaos
 schedule, samples the nodes' metrics and draws the progress bar meanwhile.
 """
 
@@ -29,16 +29,21 @@ from typing import Any
 
 import aiohttp
 
-from livemesh.heap import settle_heap
+from kernel.config import OnOff
+from kernel.heap import settle_heap
+from kernel.loop import run
 from loadrig.chaos import ChaosRunner
 from loadrig.looplag import LoopLag
 from loadrig.metrics import Collector
-from loadrig.player import Player, PlayerContext, PlayerRecord
-from loadrig.profile import Profile, device_for
+from loadrig.player_context import PlayerContext
+from loadrig.player_record import PlayerRecord
+from loadrig.scenario import Scenario, device_for
+from loadrig.virtual_player import VirtualPlayer
 
 TICK_S = 0.1
 SNAPSHOT_S = 1.0
 SAMPLES_PER_PLAYER = 40  # latency/TTFB samples kept per viewer in the results
+RECANCEL_S = 1.0  # a player still running this long after its cancellation is cancelled again
 REJOIN_S = (2.0, 10.0)  # a failed viewer presses play again after this long (uniform)
 
 
@@ -69,6 +74,7 @@ def record_summary(rec: PlayerRecord, left_at: float, t0: float) -> dict[str, An
         "joined_s": round(rec.joined_at - t0, 3),
         "left_s": round(left_at - t0, 3),
         "startup_s": rec.startup_s,
+        "startup_parts": rec.startup_parts(),
         "stalls": [round(s, 3) for s in rec.stalls],
         "latency_s": _thin(rec.latency_s, SAMPLES_PER_PLAYER),
         "delivery_ms": _thin(rec.delivery_ms, SAMPLES_PER_PLAYER),
@@ -85,6 +91,19 @@ def record_summary(rec: PlayerRecord, left_at: float, t0: float) -> dict[str, An
     }
 
 
+async def stop_all(tasks: Sequence[asyncio.Task[None]], recancel_s: float = RECANCEL_S) -> None:
+    """Cancel ``tasks`` and wait until every one has ended, cancelling again each one still
+    running after ``recancel_s``: Python 3.11's ``asyncio.wait_for`` loses a cancellation
+    that comes as the call it wraps completes (cpython gh-86296), and a player it hit
+    played on; with thousands leaving at once on a busy machine one is likely, and one
+    gather then waited for it forever (the run never ended)."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=recancel_s)
+
+
 # -- worker side ---------------------------------------------------------------------------
 
 
@@ -92,15 +111,16 @@ def record_summary(rec: PlayerRecord, left_at: float, t0: float) -> dict[str, An
 class WorkerSetup:
     worker: int
     workers: int
-    profile: Profile
+    scenario: Scenario
     gateway: str
     tokens: list[str]
     credentials: list[tuple[str, str]]
     t0: float  # wall-clock start of the run, shared by every process
+    uvloop: OnOff = "on"  # the worker's loop (the load test's uvloop setting)
 
 
 class Worker:
-    """One worker process's share of the viewers, stepped along the profile's curve."""
+    """One worker process's share of the viewers, stepped along the scenario's curve."""
 
     def __init__(
         self,
@@ -112,18 +132,18 @@ class Worker:
         self.setup, self.send, self.lag = setup, send, lag
         self.rng = random.Random(setup.worker)
         self.ctx = PlayerContext(
-            setup.gateway, setup.profile.player, http, setup.tokens, setup.credentials, self.rng
+            setup.gateway, setup.scenario.player, http, setup.tokens, setup.credentials, self.rng
         )
-        self.active: dict[int, tuple[Player, asyncio.Task[None]]] = {}
+        self.active: dict[int, tuple[VirtualPlayer, asyncio.Task[None]]] = {}
         self.done: list[dict[str, Any]] = []  # the records of viewers who left
         self.rejoins: list[float] = []  # when viewers whose players failed come back
         self.next_index = setup.worker
         self.lag_seen = 0  # loop-lag samples already reported
 
     async def run(self) -> None:
-        """Follow the curve until the profile ends, then stop every viewer."""
+        """Follow the curve until the scenario ends, then stop every viewer."""
         next_snapshot = 0.0
-        while (t := time.time() - self.setup.t0) <= self.setup.profile.duration_s:
+        while (t := time.time() - self.setup.t0) <= self.setup.scenario.duration_s:
             self.retire_failed(t)
             await self.follow_curve(t)
             if t >= next_snapshot:
@@ -141,25 +161,21 @@ class Worker:
 
     async def follow_curve(self, t: float) -> None:
         setup = self.setup
-        target = share(setup.profile.viewers_at(t), setup.worker, setup.workers)
+        target = share(setup.scenario.viewers_at(t), setup.worker, setup.workers)
         for _ in range(arrivals(target, len(self.active), len(self.rejoins))):
             self.join()
         if len(self.active) > target:
             await self.leave(self.rng.sample(sorted(self.active), len(self.active) - target))
 
     def join(self) -> None:
-        index, profile = self.next_index, self.setup.profile
-        device = device_for(profile, index)
-        player = Player(self.ctx, PlayerRecord(index, device.name), device)
+        index, scenario = self.next_index, self.setup.scenario
+        device = device_for(scenario, index)
+        player = VirtualPlayer(self.ctx, PlayerRecord(index, device.name), device)
         self.active[index] = (player, asyncio.create_task(player.run()))
         self.next_index += self.setup.workers
 
     async def leave(self, leaving: list[int]) -> None:
-        tasks = [self.active[i][1] for i in leaving]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_all([self.active[i][1] for i in leaving])
         for index in leaving:
             self.retire(index)
 
@@ -193,12 +209,7 @@ async def worker_loop(setup: WorkerSetup, send: Callable[[tuple[Any, ...]], None
 def worker_main(setup: WorkerSetup, conn: Connection) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    try:
-        import uvloop
-
-        uvloop.run(worker_loop(setup, conn.send))
-    except ImportError:  # the stock loop works, only slower
-        asyncio.run(worker_loop(setup, conn.send))
+    run(worker_loop(setup, conn.send), setup.uvloop)
     conn.close()
 
 
@@ -241,8 +252,8 @@ def _receive(
     return thread
 
 
-async def run_profile(
-    profile: Profile,
+async def run_scenario(
+    scenario: Scenario,
     gateway: str,
     tokens: list[str],
     credentials: list[tuple[str, str]],
@@ -250,15 +261,17 @@ async def run_profile(
     collector_root: int,
     workers: int = 0,
     progress: Callable[[RunState, float, Collector], None] | None = None,
+    uvloop: OnOff = "on",
 ) -> tuple[RunState, Collector, float]:
-    """Run ``profile``; the per-second series, every viewer's record and the node metrics."""
+    """Run ``scenario`` on ``workers`` processes (0: one per core) whose loop is ``uvloop``
+    or asyncio's; the per-second series, every viewer's record and the node metrics."""
     workers = workers or os.cpu_count() or 1
     t0 = time.time() + 0.5  # every worker starts from the same instant
     context = multiprocessing.get_context("fork")
     procs, conns = [], []
     for w in range(workers):
         parent, child = context.Pipe(duplex=False)
-        setup = WorkerSetup(w, workers, profile, gateway, tokens, credentials, t0)
+        setup = WorkerSetup(w, workers, scenario, gateway, tokens, credentials, t0, uvloop)
         proc = context.Process(target=worker_main, args=(setup, child), daemon=True)
         proc.start()
         child.close()
@@ -279,7 +292,7 @@ async def run_profile(
                 state.series.append(
                     {
                         "t": t,
-                        "target": profile.viewers_at(t),
+                        "target": scenario.viewers_at(t),
                         "viewers": sum(tick[3] for tick in state.ticks.values()),
                         "playing": total["playing"],
                         "stalled": total["stalled"],
@@ -305,11 +318,11 @@ async def run_profile(
     async def chaos_at(event: Any) -> None:
         await asyncio.sleep(max(0.0, t0 + event.at_s - time.time()))  # the event's moment
         chaos.apply(event, time.time() - t0)
-        if event.duration_s and event.action in ("pause", "fault"):
+        if event.duration_s and event.action in ("pause", "fault", "defect"):
             await asyncio.sleep(event.duration_s)
             chaos.undo(event, time.time() - t0)
 
-    chaos_tasks = [asyncio.create_task(chaos_at(e)) for e in profile.chaos]
+    chaos_tasks = [asyncio.create_task(chaos_at(e)) for e in scenario.chaos]
     try:
         while not all_done.is_set():
             if progress is not None:

@@ -5,8 +5,8 @@ Used by ``tests/test_browser_playback.py`` and ``bench/latency.py``:
 * :func:`live_stack` starts a private Redis, the origin, a live channel, a shield on the
   origin and an edge (with tokens) on the shield, each as its own ``livemesh`` process,
   and hands out signed manifest URLs on the edge.
-* :func:`serve_player` serves ``player/`` (``index.html``, ``player.js`` and dash.js from
-  ``player/node_modules``) on its own port: a different origin from the edge, so the
+* :func:`serve_player` serves ``player/`` (``index.html``, ``player.js`` and dash.js, Shaka
+  and hls.js from ``player/node_modules``) on its own port: a different origin from the edge, so the
   player's every request is a cross-origin one, as on a real site.
 * :func:`chromium_page` opens a page in Debian's Chromium, driven by Playwright, and
   records the browser console and failed requests for the failure message.
@@ -24,17 +24,29 @@ import sys
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kernel.channel_config import ChannelConfig
+
+from kernel.cmcd import CmcdStats, parse_query, split_query
 
 PLAYER_DIR = Path(__file__).resolve().parent
 ROOT = PLAYER_DIR.parent
-DASHJS = PLAYER_DIR / "node_modules" / "dashjs" / "dist" / "modern" / "umd" / "dash.all.min.js"
+MODULES = PLAYER_DIR / "node_modules"
+DASHJS = MODULES / "dashjs" / "dist" / "modern" / "umd" / "dash.all.min.js"
+# Every player the page can run (its ?player=), by the script index.html loads for it.
+PLAYERS = {
+    "dashjs": DASHJS,
+    "shaka": MODULES / "shaka-player" / "dist" / "shaka-player.compiled.js",
+    "hlsjs": MODULES / "hls.js" / "dist" / "hls.min.js",
+}
 CHROMIUM = "/usr/bin/chromium"
 # Headless on a machine with no GPU and a closed network (background networking and
 # component updates would only fail), and media that may start without a user gesture.
@@ -46,6 +58,7 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 READY_TIMEOUT_S = 30.0
+MPD_NAME = "manifest.mpd"
 
 
 def missing_setup() -> list[str]:
@@ -53,8 +66,9 @@ def missing_setup() -> list[str]:
     missing = []
     if not Path(CHROMIUM).exists():
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    if not DASHJS.exists():
-        missing.append(f"{DASHJS.relative_to(ROOT)} (npm ci in player/)")
+    for script in PLAYERS.values():
+        if not script.exists():
+            missing.append(f"{script.relative_to(ROOT)} (npm ci in player/)")
     try:
         import playwright  # noqa: F401
     except ImportError:
@@ -62,9 +76,10 @@ def missing_setup() -> list[str]:
     return missing
 
 
-def page_url(player_url: str, mpd: str, **params: object) -> str:
-    """The player page for ``mpd``; ``params`` (liveDelay, maxDrift, log) go in the query."""
-    query = {"mpd": mpd, **{k: str(v) for k, v in params.items() if v is not None}}
+def page_url(player_url: str, src: str, **params: object) -> str:
+    """The player page for the manifest ``src``; ``params`` (player, liveDelay, maxDrift,
+    log, sid: the playback session id its CMCD carries) go in the query."""
+    query = {"src": src, **{k: str(v) for k, v in params.items() if v is not None}}
     return f"{player_url}?{urllib.parse.urlencode(query)}"
 
 
@@ -101,14 +116,36 @@ class LiveStack:
     shield: str
     edge: str
     logs: Path
+    token_keys: str  # the URL-token keys the edge verifies with (made for the run)
     processes: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)  # each process's livemesh args
+    start: Callable[[str, list[str]], None] | None = field(default=None, repr=False)
+
+    def crash_and_restart(self, name: str) -> None:
+        """SIGKILL process ``name`` (a crash) and start it again with the same command, as
+        the supervisor restarts a process marked ``restart``."""
+        assert self.start is not None
+        proc = self.processes[name]
+        proc.kill()
+        proc.wait()
+        self.start(name, self.commands[name])
 
     def signed_mpd(self, ttl_s: int = 3600, session: str = "browser") -> str:
-        """The channel's manifest on the edge, under a token covering ``/live/{channel}/``."""
-        from livemesh.tokens import TokenSigner
+        """The channel's MPD on the edge, under a token covering ``/live/{channel}/``."""
+        return self.signed(MPD_NAME, ttl_s, session)
 
-        token = TokenSigner.from_env().sign(f"/live/{self.channel}/", session, ttl_s)
-        return f"{self.edge}/t/{token}/live/{self.channel}/manifest.mpd"
+    def signed_playlist(self, ttl_s: int = 3600, session: str = "browser") -> str:
+        """The channel's LL-HLS multivariant playlist on the edge, under a token."""
+        from live.hls import MULTIVARIANT_NAME
+
+        return self.signed(MULTIVARIANT_NAME, ttl_s, session)
+
+    def signed(self, name: str, ttl_s: int, session: str) -> str:
+        from kernel.tokens import TokenSigner
+
+        signer = TokenSigner.from_spec(self.token_keys)
+        token = signer.sign(f"/live/{self.channel}/", session, ttl_s)
+        return f"{self.edge}/t/{token}/live/{self.channel}/{name}"
 
     @property
     def origin_mpd(self) -> str:
@@ -137,7 +174,7 @@ def _start_node(
 ) -> str:
     """A ``livemesh edge`` process; returns its URL once it prints ``READY name url``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "livemesh.cli", "edge", "--name", name, *args],
+        [sys.executable, "-m", "command.cli", "edge", "--name", name, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -154,14 +191,27 @@ def _start_node(
 
 
 @contextmanager
-def live_stack(channel: str = "browser", *, redis_url: str | None = None) -> Iterator[LiveStack]:
+def live_stack(
+    channel: str = "browser",
+    *,
+    redis_url: str | None = None,
+    config: ChannelConfig | None = None,
+    pipelines: Sequence[str] = (),
+) -> Iterator[LiveStack]:
     """Redis (embedded unless given), origin, channel ``channel``, shield and edge.
 
     The MPD's UTCTiming names the edge's own ``/time`` (``origin --time-url``): a player
-    syncs its clock with the node it streams from, never with the origin.
+    syncs its clock with the node it streams from, never with the origin. ``config``: the
+    channel's settings (the default ladder unless given; its name is ``channel``).
+    ``pipelines``: run the channel as these redundant pipelines (processes
+    ``pipeline-NAME``, :mod:`live.pipelines`) instead of one packager.
     """
-    from livemesh.redis_server import EmbeddedRedis
-    from livemesh.stack import free_port, wait_ready
+    from kernel.channel_config import ChannelConfig
+    from kernel.channel_config_store import create_channel_config
+    from kernel.ports import free_port
+    from kernel.redis_server import EmbeddedRedis
+    from kernel.supervise import TOKEN_KEYS_ENV, wait_ready
+    from kernel.tokens import new_keys
 
     with ExitStack() as cleanup:
         if redis_url is None:
@@ -174,6 +224,7 @@ def live_stack(channel: str = "browser", *, redis_url: str | None = None) -> Ite
             shield="",
             edge=f"http://127.0.0.1:{edge_port}",
             logs=logs,
+            token_keys=new_keys(),
         )
 
         def stop_all() -> None:
@@ -188,14 +239,17 @@ def live_stack(channel: str = "browser", *, redis_url: str | None = None) -> Ite
                     proc.wait()
 
         cleanup.callback(stop_all)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        cli = [sys.executable, "-m", "livemesh.cli"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", TOKEN_KEYS_ENV: stack.token_keys}
+        cli = [sys.executable, "-m", "command.cli"]
 
         def start(name: str, args: list[str]) -> None:
-            log = cleanup.enter_context((logs / f"{name}.log").open("w"))
+            log = cleanup.enter_context((logs / f"{name}.log").open("a"))  # a restart appends
+            stack.commands[name] = args
             stack.processes[name] = subprocess.Popen(
                 [*cli, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
             )
+
+        stack.start = start
 
         start(
             "origin",
@@ -212,7 +266,15 @@ def live_stack(channel: str = "browser", *, redis_url: str | None = None) -> Ite
         stop = threading.Event()
         if not wait_ready(f"{stack.origin}/time", stop, READY_TIMEOUT_S):
             raise RuntimeError(f"the origin did not start\n{stack.log_tail()}")
-        start("channel", ["channel", channel, "--redis-url", redis_url])
+        # as the channels service would
+        create_channel_config(redis_url, config or ChannelConfig(channel))
+        if not pipelines:
+            start("channel", ["channel", channel, "--redis-url", redis_url])
+        for name in pipelines:
+            start(
+                f"pipeline-{name}",
+                ["channel", channel, "--pipeline", name, "--redis-url", redis_url],
+            )
         # The channel gives no readiness signal: its MPD answers once its first epoch exists.
         if not wait_ready(stack.origin_mpd, stop, READY_TIMEOUT_S):
             raise RuntimeError(f"the channel did not go on air\n{stack.log_tail()}")
@@ -250,6 +312,16 @@ class BrowserLog:
     requests: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
     bad_responses: list[str] = field(default_factory=list)
+
+    def cmcd_sids(self) -> set[object]:
+        """The CMCD ``sid`` of each media segment request the page made (None: a request
+        without CMCD, or without a sid)."""
+        raw = [
+            split_query(url.encode())[1]
+            for url in self.requests
+            if urllib.parse.urlsplit(url).path.endswith(".m4s")
+        ]
+        return {parse_query(r, CmcdStats()).get("sid") if r else None for r in raw}
 
     def note_response(self, response: Any) -> None:
         if response.status >= 400:

@@ -26,11 +26,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from kernel import clock
+from kernel.channel_config_store import put_channel_config
+from kernel.isobmff import iter_boxes
 from live.ingest.keys import RedisStreamKeys
 from live.ingest.server import IngestServer
 from live.origin import build_app
 from live.state import ChannelStore
-from livemesh import clock
 from tests.live_helpers import small_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,11 +52,14 @@ async def ingest_server(
 ) -> AsyncIterator[IngestServer]:
     """An ingest process serving small channels (``channel`` and ``others``: name -> key)."""
     keys = {channel: key, **(others or {})}
+    configs = [small_config(name) for name in keys]
+    for config in configs:  # created first, as the channels service does
+        await put_channel_config(redis, config)
     for name, stream_key in keys.items():
         await RedisStreamKeys(redis).issue(name, stream_key)
     server = IngestServer(
         redis,
-        [small_config(name) for name in keys],
+        configs,
         RedisStreamKeys(redis),
         rtmp_port=0 if rtmp else None,
     )
@@ -348,14 +353,11 @@ async def origin_server(redis: aioredis.Redis) -> AsyncIterator[str]:
 
 def complete_chunks(data: bytes) -> int:
     """Bytes of ``data`` that end with a complete ``mdat`` (a whole CMAF chunk)."""
-    at, end = 0, 0
-    while at + 8 <= len(data):
-        size = int.from_bytes(data[at : at + 4], "big")
-        if size < 8 or at + size > len(data):
-            break
-        if data[at + 4 : at + 8] == b"mdat":
-            end = at + size
-        at += size
+    end = 0
+    with contextlib.suppress(ValueError):  # the box after the last whole one is partial
+        for found in iter_boxes(data):
+            if found.type == b"mdat":
+                end = found.end
     return end
 
 

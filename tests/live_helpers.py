@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+from kernel.channel_config import AudioRung, ChannelConfig, VideoRung
+from kernel.channel_config_store import put_channel_config
 from live.channel import LiveChannel
-from live.ladder import AudioRung, ChannelConfig, VideoRung
 from live.state import ChannelStore, ChunkEvent
 
 SMALL_LADDER = (VideoRung("v360", 640, 360, 600_000), VideoRung("v180", 320, 180, 200_000))
@@ -26,9 +28,17 @@ def small_config(name: str = "test", segment_ms: int = 1000) -> ChannelConfig:
 
 
 @contextlib.asynccontextmanager
-async def running_channel(store: ChannelStore, config: ChannelConfig) -> AsyncIterator[LiveChannel]:
-    """A channel on air for the body of the ``async with``; stopped and drained after it."""
-    channel = LiveChannel(config, store)
+async def running_channel(
+    store: ChannelStore, config: ChannelConfig, **options: Any
+) -> AsyncIterator[LiveChannel]:
+    """A channel on air for the body of the ``async with``; stopped and drained after it.
+
+    The channel is created first (its configuration record written, as the channels
+    service does), so origins read of it what a real channel has. ``options`` go to
+    :class:`LiveChannel` (a redundant pipeline, a test's fault).
+    """
+    await put_channel_config(store.redis, config)
+    channel = LiveChannel(config, store, **options)
     task = asyncio.create_task(channel.run())
     started = asyncio.create_task(channel.started.wait())
     done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)

@@ -20,16 +20,16 @@ os.kill(os.getpid(), signal.SIGKILL)  # no chance to stop the child
 STARTERS = {
     "embedded redis": """
 import os, signal, sys
-from livemesh.redis_server import EmbeddedRedis
+from kernel.redis_server import EmbeddedRedis
 server = EmbeddedRedis()
 server.start()
 child = server._process
 """,
     "stack process": """
 import os, signal, sys
-from livemesh.stack import ProcessSpec, Stack
+from kernel.supervise import ProcessSpec, Stack
 stack = Stack()
-stack.start(ProcessSpec("registry", ["registry", "--port", "0"], None), {})
+stack.start(ProcessSpec("registry", ["registry", "--port", "0"], None))
 child = stack.children[0][1]
 """,
 }

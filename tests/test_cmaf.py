@@ -4,16 +4,8 @@ import io
 
 import av
 
-from live.cmaf import (
-    Sample,
-    find_boxes,
-    fragment,
-    iter_boxes,
-    prft,
-    read_prft_wallclock_ms,
-    read_tfdt,
-    styp,
-)
+from kernel.isobmff import find_boxes, iter_boxes, read_prft_wallclock_ms
+from live.cmaf import Sample, fragment, prft, read_tfdt, styp
 
 
 def test_fragment_is_moof_then_mdat_with_the_samples() -> None:
@@ -47,8 +39,8 @@ def test_styp_declares_a_cmaf_dash_segment() -> None:
 
 def test_ffmpeg_decodes_our_fragments_after_its_own_init_segment() -> None:
     """The init comes from FFmpeg's muxer, the fragment from us: they must agree."""
+    from kernel.channel_config import VideoRung
     from live.encode import VideoEncoder
-    from live.ladder import VideoRung
     from live.source import TestPattern
 
     encoder = VideoEncoder(VideoRung("v", 320, 180, 300_000), frame_rate=30, segment_frames=30)

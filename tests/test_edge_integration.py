@@ -10,21 +10,21 @@ import asyncio
 import math
 import signal
 import sys
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
 
 from edge import rendezvous
-from live.ladder import ChannelConfig
-from live.origin import build_app
-from live.state import ChannelStore, Epoch, Representation
-from livemesh import clock
-from livemesh.tokens import TokenSigner, tokenized
+from kernel import clock
+from kernel.channel_config import ChannelConfig
+from kernel.channel_config_store import put_channel_config
+from kernel.epoch import Epoch, Representation
+from kernel.tokens import TokenSigner, tokenized
+from live.state import ChannelStore
+from tests.origin_helpers import CountingOrigin
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = "it:" + "5a" * 32
@@ -42,55 +42,22 @@ def seg_path(segment: int) -> str:
     return f"/live/{CONFIG.name}/e1/v1/{segment}.m4s"
 
 
-class CountingOrigin:
-    """The real origin app with a request counter in front."""
-
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self.redis = redis
-        self.requests: Counter[str] = Counter()
-        self.arrived: dict[str, asyncio.Event] = {}
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    def arrival(self, path: str) -> asyncio.Event:
-        return self.arrived.setdefault(path, asyncio.Event())
-
-    async def start(self) -> None:
-        app = build_app(self.redis)
-
-        @web.middleware
-        async def count(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-        ) -> web.StreamResponse:
-            self.requests[request.path] += 1
-            self.arrival(request.path).set()
-            return await handler(request)
-
-        app.middlewares.insert(0, count)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
 class Node:
     """A ``livemesh edge`` process; ready once it prints its URL."""
 
     def __init__(self, name: str, *args: str) -> None:
         self.name = name
         self.args = args
+        self.prefix: list[str] = []  # what to run it under (`ip netns exec NS`: a region)
         self.url = ""
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Node:
         self.proc = await asyncio.create_subprocess_exec(
+            *self.prefix,
             sys.executable,
             "-m",
-            "livemesh.cli",
+            "command.cli",
             "edge",
             "--port",
             "0",
@@ -132,7 +99,7 @@ class Channel:
         self.epoch = Epoch("e1", clock.now_ms(), (VIDEO,))
 
     async def start(self) -> None:
-        await self.store.put_config(CONFIG)
+        await put_channel_config(self.store.redis, CONFIG)
         await self.store.start_epoch(self.epoch, {"v1": b"init-v1"}, CONFIG.window_s)
 
     async def chunk(self, segment: int, chunk: int) -> None:
@@ -149,14 +116,6 @@ class Channel:
     async def segment(self, segment: int) -> None:
         for k in range(CHUNKS):
             await self.chunk(segment, k)
-
-
-@pytest.fixture
-async def origin(redis: aioredis.Redis) -> AsyncIterator[CountingOrigin]:
-    o = CountingOrigin(redis)
-    await o.start()
-    yield o
-    await o.stop()
 
 
 @pytest.fixture

@@ -160,8 +160,8 @@ class Recorder:
     def on_head(self, fill: Fill) -> None:
         self.events.append(("head", str(fill.status).encode()))
 
-    def on_data(self, fill: Fill, data: bytes) -> None:
-        self.events.append(("data", data))
+    def on_data(self, fill: Fill, piece: bytes) -> None:
+        self.events.append(("data", piece))
 
     def on_end(self, fill: Fill) -> None:
         self.events.append(("end", b""))
@@ -176,8 +176,8 @@ def test_fill_pushes_each_piece_to_every_waiter_in_order() -> None:
     fill.subscribe(early)
     fill.set_head(200, [], None, decide(200, "max-age=31536000, immutable"), now=1.0)
     fill.feed(b"one")
-    late = Recorder()  # a late joiner is handed fill.chunks by its caller, then events
-    assert fill.chunks == [b"one"]
+    late = Recorder()  # a late joiner is handed fill.pieces by its caller, then events
+    assert fill.pieces == [b"one"]
     fill.subscribe(late)
     fill.feed(b"two")
     fill.finish()

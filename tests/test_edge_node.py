@@ -12,12 +12,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from edge import node as edge_node
-from edge import rendezvous
-from edge.http import Limits
-from edge.node import EdgeNode, NodeConfig
-from livemesh import clock
-from livemesh.tokens import TokenSigner, tokenized
+from edge import access, rendezvous
+from edge.config import NodeConfig
+from edge.node import EdgeNode
+from edge.upstream import UpstreamConfig
+from kernel import clock
+from kernel.http.errors import ERROR_CACHE_CONTROL
+from kernel.http.hold import HOLD_EXPIRED, HOLD_HEADER
+from kernel.http.server import Limits
+from kernel.tokens import TokenSigner, tokenized
 
 KEYS = "t1:" + "ab" * 32
 SEG = "/live/c/e1/v1/7.m4s"
@@ -52,6 +55,7 @@ class Parent:
     def __init__(self) -> None:
         self.feeds: dict[str, Feed] = {}
         self.static: dict[str, tuple[int, bytes, str]] = {}
+        self.marks: dict[str, dict[str, str]] = {}  # extra response headers per path
         self.requests: Counter[str] = Counter()
         self.ranges: list[str | None] = []
         self.holds: list[str | None] = []  # each request's Livemesh-Hold
@@ -74,7 +78,8 @@ class Parent:
             return web.Response(body=body, headers={"Cache-Control": "public, max-age=1"})
         if path in self.static:
             status, body, cc = self.static[path]
-            return web.Response(status=status, body=body, headers={"Cache-Control": cc})
+            headers = {"Cache-Control": cc, **self.marks.get(path, {})}
+            return web.Response(status=status, body=body, headers=headers)
         feed = self.feeds.get(path)
         if feed is None:
             return web.Response(status=404, headers={"Cache-Control": "max-age=60"})
@@ -120,9 +125,15 @@ async def parent() -> AsyncIterator[Parent]:
     await p.stop()
 
 
+UPSTREAM_FIELDS = set(UpstreamConfig.__dataclass_fields__)
+
+
 async def start_node(**overrides: object) -> tuple[EdgeNode, str]:
+    """A node with ``overrides`` for its config's fields or its upstream config's."""
     defaults: dict[str, object] = {"tokens_required": False, "token_keys": KEYS}
-    defaults.update(overrides)
+    upstream = {k: v for k, v in overrides.items() if k in UPSTREAM_FIELDS}
+    defaults.update({k: v for k, v in overrides.items() if k not in UPSTREAM_FIELDS})
+    defaults["upstream"] = UpstreamConfig(**upstream)  # type: ignore[arg-type]
     node = EdgeNode(NodeConfig(**defaults))  # type: ignore[arg-type]
     port = await node.start("127.0.0.1", 0)
     return node, f"http://127.0.0.1:{port}"
@@ -325,7 +336,7 @@ async def test_unreachable_parent_falls_over_to_the_next(
 # a hold of one second, each tier a quarter second inside the one before: a node asked by a
 # viewer waits 1.5 s for a held segment's head, any other request 0.3 s
 HOLD = {"head_timeout_s": 0.3, "hold_s": 1.0, "hold_margin_s": 0.25}
-HOLD_EXPIRED = (503, b"segment not produced in time\n", "max-age=0, no-store")
+HELD_TOO_LONG = (503, b"segment not produced in time\n", "max-age=0, no-store")
 
 
 async def test_a_held_segment_waits_out_the_parents_hold_without_failing_over(
@@ -361,7 +372,8 @@ async def test_a_hold_that_ran_out_is_passed_on_not_failed_over_through_the_tier
     marked 503; neither node asks another parent.  A real 5xx still fails over."""
     fallback = Parent()
     await fallback.start()
-    parent.static[SEG] = HOLD_EXPIRED
+    parent.static[SEG] = HELD_TOO_LONG
+    parent.marks[SEG] = {HOLD_HEADER: HOLD_EXPIRED}  # as the origin marks it
     broken = "/live/c/e1/v1/8.m4s"
     parent.static[broken] = (503, b"manifest state unavailable\n", "max-age=0, no-store")
     fallback.static[broken] = (200, b"eight", IMMUTABLE)
@@ -386,7 +398,55 @@ async def test_a_hold_that_ran_out_is_passed_on_not_failed_over_through_the_tier
         await fallback.stop()
 
 
+async def test_an_origin_without_its_state_store_is_a_503_with_retry_after_through_the_tiers(
+    parent: Parent, session: aiohttp.ClientSession
+) -> None:
+    """The origin answers 503 with ``Retry-After`` while Redis is down: shield and edge each
+    fail over (every parent says the same) and tell the viewer so, not 502, so a player
+    retries; a parent that is simply gone is still a 502."""
+    fallback = Parent()
+    await fallback.start()
+    unavailable = (503, b"manifest state unavailable\n", "max-age=0, no-store")
+    for origin in (parent, fallback):
+        origin.static[SEG] = unavailable
+        origin.marks[SEG] = {"Retry-After": "2"}
+    shield, shield_url = await start_node(parents=(parent.url,), **HOLD)
+    edge, url = await start_node(parents=(shield_url,), fallbacks=(fallback.url,), **HOLD)
+    try:
+        resp = await session.get(url + SEG)
+        assert resp.status == 503, await resp.text()
+        assert resp.headers["Retry-After"] == "2"
+        assert "no-store" in resp.headers["Cache-Control"]
+        assert (parent.requests[SEG], fallback.requests[SEG]) == (1, 1)
+        assert edge.upstream.stats.failovers == 1
+        await fallback.stop()  # the last parent gone: not a word about coming back
+        resp = await session.get(url + SEG)
+        assert resp.status == 502 and "Retry-After" not in resp.headers
+    finally:
+        await edge.close()
+        await shield.close()
+        await fallback.stop()
+
+
 # -- tokens ------------------------------------------------------------------------------
+
+
+async def test_a_refusal_is_the_shared_short_error_answer(
+    parent: Parent, session: aiohttp.ClientSession
+) -> None:
+    """The node's own error answers have the origin's shape: a reason line, never cached."""
+    node, url = await start_node(parents=(parent.url,), tokens_required=True)
+    try:
+        r = await session.get(url + "/live/c/e1/v1/init.mp4")
+        assert r.status == 403 and re.fullmatch(r"token: [a-z-]+\n", await r.text())
+        assert r.headers["Cache-Control"] == ERROR_CACHE_CONTROL
+        assert r.headers["Content-Type"] == "text/plain"
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        r = await session.get(url + "/nowhere")
+        assert r.status == 404 and await r.text() == "not found\n"
+        assert r.headers["Cache-Control"] == ERROR_CACHE_CONTROL
+    finally:
+        await node.close()
 
 
 async def test_tokens_are_checked_before_the_cache_and_stripped_from_the_key(
@@ -415,13 +475,49 @@ async def test_tokens_are_checked_before_the_cache_and_stripped_from_the_key(
         await node.close()
 
 
+async def test_a_node_without_keys_serves_without_tokens_and_refuses_any_given(
+    parent: Parent, session: aiohttp.ClientSession
+) -> None:
+    """No default key: a node that requires tokens needs keys; one that does not (a shield)
+    runs without, and a token it is given is of no key it knows."""
+    with pytest.raises(ValueError, match="no token keys"):
+        EdgeNode(NodeConfig(tokens_required=True, token_keys=None))
+    path = "/live/c/e1/v1/init.mp4"
+    parent.static[path] = (200, b"INIT", IMMUTABLE)
+    node, url = await start_node(parents=(parent.url,), token_keys=None)
+    try:
+        assert await (await session.get(url + path)).read() == b"INIT"
+        token = TokenSigner.from_spec(KEYS).sign("/live/c/", "viewer-1", ttl_s=60)
+        r = await session.get(url + tokenized(token, path))
+        assert r.status == 403 and "unknown-key" in await r.text()
+    finally:
+        await node.close()
+
+
+async def test_preposition_is_off_without_an_admin_key(
+    parent: Parent, session: aiohttp.ClientSession
+) -> None:
+    path = "/vod/film/v1/0.m4s"
+    parent.static[path] = (200, b"0", IMMUTABLE)
+    node, url = await start_node(parents=(parent.url,))
+    try:
+        body = json.dumps({"paths": [path]})
+        for given in ("", "Bearer ", "Bearer None"):
+            headers = {"Authorization": given} if given else {}
+            r = await session.post(url + "/admin/preposition", data=body, headers=headers)
+            assert r.status == 403
+        assert parent.requests[path] == 0
+    finally:
+        await node.close()
+
+
 async def test_a_remembered_target_is_refused_once_its_token_expires(
     parent: Parent, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Hits skip the token's HMAC for a target seen before, never its expiry or its checks."""
     now = [1_000_000.0]
     monkeypatch.setattr(clock, "now_s", lambda: now[0])
-    monkeypatch.setattr(edge_node, "ROUTE_CACHE_ENTRIES", 3)
+    monkeypatch.setattr(access, "ROUTE_CACHE_ENTRIES", 3)
     path = "/live/c/e1/v1/init.mp4"
     parent.static[path] = (200, b"INIT", IMMUTABLE)
     node, url = await start_node(parents=(parent.url,), tokens_required=True)
@@ -431,7 +527,7 @@ async def test_a_remembered_target_is_refused_once_its_token_expires(
         target = url + tokenized(token, path)
         for _ in range(3):
             assert await (await session.get(target)).read() == b"INIT"
-        assert len(node._routes) == 1
+        assert len(node.access.routes) == 1
         # the same path under another (tampered) token is a new target: verified in full
         tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
         assert (await session.get(url + tokenized(tampered, path))).status == 403
@@ -445,7 +541,7 @@ async def test_a_remembered_target_is_refused_once_its_token_expires(
         for n in range(5):
             fresh = signer.sign("/live/c/", f"v{n}", ttl_s=10, now_s=now[0])
             assert (await session.get(url + tokenized(fresh, path))).status == 200
-        assert len(node._routes) == 3
+        assert len(node.access.routes) == 3
         assert node.counters.token_rejections == 3
         assert parent.requests[path] == 1
     finally:

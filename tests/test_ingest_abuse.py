@@ -18,9 +18,9 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
+from kernel import clock
 from live.ingest.server import IngestServer
 from live.state import ChannelStore
-from livemesh import clock
 from tests.ingest_helpers import (
     ingest_server,
     is_broadcast,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from live.ingest.admission import Admission, Verdict
-from live.ingest.rtmp import CommandReader, connect_rejected, decode_amf0, publish_status
+from live.ingest.amf0 import decode_amf0
+from live.ingest.rtmp_messages import CommandReader, connect_rejected, publish_status
 
 
 def test_a_client_over_its_rate_is_limited_while_others_get_in() -> None:

@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 
+from live.ingest.decode_queue import BoundedDecodeQueue, is_keyframe
 from live.ingest.ingest_source import (
     PLAYOUT_DELAY_MS,
     STALE_MS,
@@ -13,7 +14,6 @@ from live.ingest.ingest_source import (
     IngestSource,
     MediaClock,
 )
-from live.ingest.whip import BoundedDecodeQueue, is_keyframe
 from tests.live_helpers import small_config
 
 START_MS = 1_000_000  # the channel's media time 0, on the wall clock
@@ -57,7 +57,7 @@ def test_slate_until_a_broadcaster_then_its_pictures_at_the_channel_rate(
     config = small_config("unit")
     source = IngestSource(config)
     now = [START_MS]
-    monkeypatch.setattr("livemesh.clock.now_ms", lambda: now[0])
+    monkeypatch.setattr("kernel.clock.now_ms", lambda: now[0])
     slate = source.video_frame(0, START_MS)
     assert (slate.width, slate.height) == (640, 360)
     feed = source.attach(shared_clock=True)
@@ -93,7 +93,7 @@ def test_sound_lands_on_the_output_sample_its_timestamp_names(
 ) -> None:
     source = IngestSource(small_config("unit"))
     now = [START_MS]
-    monkeypatch.setattr("livemesh.clock.now_ms", lambda: now[0])
+    monkeypatch.setattr("kernel.clock.now_ms", lambda: now[0])
     source.video_frame(0, START_MS)  # the channel has started: its timeline exists
     feed = source.attach(shared_clock=True)
     # 44.1 kHz input starting at arrival START_MS: it plays from START_MS + delay

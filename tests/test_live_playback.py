@@ -1,4 +1,4 @@
-"""Real players on the running demo stack: ffprobe and PyAV (FFmpeg's DASH demuxer).
+"""Real players on the running demo stack: ffprobe and PyAV (FFmpeg's DASH and HLS demuxers).
 
 The stack is the one ``make demo`` runs (embedded Redis, origin, live channel,
 shield, two edges); the players use the tokenised edge URL it announces.
@@ -56,6 +56,24 @@ def test_ffprobe_decodes_frames_from_every_representation(stack: RunningStack) -
     }
     assert len(counts) == 4
     assert min(counts.values()) >= 30, counts
+
+
+def test_ffprobe_decodes_the_ll_hls_playlists_of_the_same_chunks(stack: RunningStack) -> None:
+    """FFmpeg's HLS demuxer (whole segments: it reads no parts) plays the multivariant
+    playlist beside the MPD, under the same token: every variant and the audio."""
+    playlist = stack.mpd_url.removesuffix("manifest.mpd") + "master.m3u8"
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-read_intervals", "%+4", "-count_frames",
+         "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json",
+         playlist],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    streams = json.loads(probe.stdout)["streams"]
+    video = {(s["width"], s["height"]) for s in streams if s["codec_name"] == "h264"}
+    assert video == LADDER_SIZES
+    assert "aac" in {s["codec_name"] for s in streams}
+    # Frames from each (how many depends on the encoder keeping up on a loaded machine).
+    assert min(int(s.get("nb_read_frames", 0)) for s in streams) > 0, streams
 
 
 def test_edge_and_origin_serve_the_same_decodable_segment(stack: RunningStack) -> None:

@@ -10,17 +10,18 @@ import time
 
 import pytest
 
-from live.cmaf import NTP_EPOCH_OFFSET_S, read_prft_wallclock_ms
+from kernel.isobmff import NTP_EPOCH_OFFSET_S, ChunkScanner, read_prft_wallclock_ms
+from kernel.stats import percentile, spread
 from loadrig.abr import BufferModel, ThroughputEstimate, choose_rung
 from loadrig.chaos import livemesh_argv, names_of
 from loadrig.looplag import LoopLag
 from loadrig.manifest import parse_http_date_ms, parse_manifest
-from loadrig.player import BoxScanner, gateway_error
+from loadrig.press_play import gateway_error
 from loadrig.replay import media_key, parse_line, rebase, requests_per_object, schedule
-from loadrig.report import progress_line, rates, rig_line
-from loadrig.results import RIG_LAG_WARN_MS, percentile, rig_check, spread, summarise
+from loadrig.report import cdf, figures, progress_line, rates, rig_line, terminal_summary
+from loadrig.results import RIG_LAG_WARN_MS, rig_check, summarise
 from loadrig.scale import Capacity, EventShape, parse_mix, plan
-from loadrig.scheduler import arrivals, share
+from loadrig.scheduler import arrivals, share, stop_all
 
 LADDER = [("v720", 2_500_000), ("v480", 1_200_000), ("v360", 600_000)]
 
@@ -182,7 +183,7 @@ def _prft(ms: int) -> bytes:
     return _box(b"prft", b"\x01\0\0\0" + struct.pack(">IQQ", 1, ntp, 0))
 
 
-def test_box_scanner_reports_chunks_with_their_prft_across_any_split() -> None:
+def test_chunk_scanner_reports_chunks_with_their_prft_across_any_split() -> None:
     chunk = _prft(1_795_626_208_592) + _box(b"moof", b"\0" * 40) + _box(b"mdat", b"\xaa" * 300)
     # a chunk with no prft, its mdat with a 64-bit size
     bare = _box(b"moof", b"\0" * 40) + struct.pack(">I4sQ", 1, b"mdat", 16 + 100) + b"\xbb" * 100
@@ -193,7 +194,7 @@ def test_box_scanner_reports_chunks_with_their_prft_across_any_split() -> None:
         def on_chunk(i: int, n: int, _s: float, prft: bytes, seen: list = seen) -> None:
             seen.append((i, n, read_prft_wallclock_ms(prft) if prft else 0))
 
-        scanner = BoxScanner(on_chunk)
+        scanner = ChunkScanner(on_chunk)
         for at in range(0, len(body), step):
             scanner.feed(body[at : at + step], float(at))
         assert seen == [
@@ -203,15 +204,15 @@ def test_box_scanner_reports_chunks_with_their_prft_across_any_split() -> None:
         ]
 
 
-def test_box_scanner_times_a_chunk_from_its_first_byte_and_rejects_corrupt_boxes() -> None:
+def test_chunk_scanner_times_a_chunk_from_its_first_byte_and_rejects_corrupt_boxes() -> None:
     chunk = _prft(1_795_626_208_592) + _box(b"moof", b"\0" * 40) + _box(b"mdat", b"\xaa" * 300)
     bursts: list[float] = []
-    scanner = BoxScanner(lambda _i, _n, burst_s, _p: bursts.append(burst_s))
+    scanner = ChunkScanner(lambda _i, _n, burst_s, _p: bursts.append(burst_s))
     scanner.feed(chunk[:100], 10.0)
     scanner.feed(chunk[100:], 10.25)
     assert bursts == [0.25]
     with pytest.raises(ValueError, match="size 3"):
-        BoxScanner(lambda *_: None).feed(struct.pack(">I4s", 3, b"moof"), 0.0)
+        ChunkScanner(lambda *_: None).feed(struct.pack(">I4s", 3, b"moof"), 0.0)
 
 
 # -- access logs and replay --------------------------------------------------------------------
@@ -289,6 +290,38 @@ def test_summary_counts_failovers_and_stalls_longer_than_the_buffer() -> None:
     assert s["errors"] == {"ConnectionResetError": 1}
 
 
+def test_startup_is_broken_down_by_cause_in_the_summary_and_the_report() -> None:
+    parts = [
+        {"press": 0.2, "mpd": 0.05, "init": 0.02, "first_segment": 0.23},
+        {"press": 1.4, "mpd": 0.1, "init": 0.04, "first_segment": 0.26},
+    ]
+    players = [
+        _player(startup_s=0.5, startup_parts=parts[0]),
+        _player(startup_s=1.8, startup_parts=parts[1]),
+        _player(startup_s=None, startup_parts={}, state="failed"),
+    ]
+    series = [{"t": 0.0, "viewers": 3, "target": 3, "playing": 2, "stalled": 0}]
+    s = summarise(players, series, {}, {})  # type: ignore[arg-type]
+    by_cause = s["startup_parts_s"]
+    assert list(by_cause) == ["press", "mpd", "init", "first_segment"]
+    assert by_cause["press"]["count"] == 2 and by_cause["press"]["max"] == 1.4
+    assert by_cause["first_segment"]["p50"] == 0.23
+    assert cdf([3.0, 1.0, 2.0, 2.0]) == ([1.0, 2.0, 2.0, 3.0], [0.25, 0.5, 0.75, 1.0])
+    results = {
+        "scenario": "t", "duration_s": 1.0, "workers": 1, "players": players,
+        "series": series, "summary": s,
+        "metrics": {"origin_requests": [], "node_requests": {}},
+    }  # fmt: skip
+    figs = figures(results)
+    assert "startup_cdf" in figs
+    ax = figs["startup_cdf"].axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "startup (total)", "press-play wait", "MPD (and clock sync)", "init segments",
+        "first segment",
+    ]  # fmt: skip
+    assert "by cause (p50 / p99 s): press-play wait 0.2 / 1.4" in terminal_summary(results)
+
+
 def test_rig_check_says_when_the_rig_itself_was_late() -> None:
     quiet = rig_check([0.2] * 990 + [30.0] * 10)
     assert quiet["trustworthy"] and quiet["late_share"] == 0.0
@@ -319,6 +352,28 @@ def test_percentiles_and_spread() -> None:
     assert spread([2.0], scale=1000)["p50"] == 2000
 
 
+async def test_leaving_players_are_stopped_even_one_that_lost_its_cancellation() -> None:
+    ended: list[str] = []
+
+    async def player(name: str, swallow: int) -> None:
+        try:
+            while True:
+                try:
+                    await asyncio.Event().wait()  # plays until cancelled
+                except asyncio.CancelledError:
+                    if swallow:  # what wait_for does when its call completes meanwhile
+                        swallow -= 1
+                        continue
+                    raise
+        finally:
+            ended.append(name)
+
+    tasks = [asyncio.ensure_future(player("plain", 0)), asyncio.ensure_future(player("lost", 1))]
+    await asyncio.sleep(0)  # (both start)
+    await asyncio.wait_for(stop_all(tasks, recancel_s=0.01), 5.0)
+    assert sorted(ended) == ["lost", "plain"] and all(t.cancelled() for t in tasks)
+
+
 def test_worker_shares_add_up() -> None:
     for viewers in (0, 1, 7, 1000, 1001):
         parts = [share(viewers, w, 3) for w in range(3)]
@@ -332,7 +387,7 @@ def test_failed_viewers_come_back_in_their_own_time() -> None:
 
 
 def test_stack_process_names() -> None:
-    argv = livemesh_argv(["/venv/bin/python", "-m", "livemesh.cli", "edge", "--name", "shield-1",
+    argv = livemesh_argv(["/venv/bin/python", "-m", "command.cli", "edge", "--name", "shield-1",
                           "--tier", "shield", "--port", "9"])  # fmt: skip
     assert argv is not None and names_of(argv) == {"edge", "shield-1", "shield"}
     assert names_of(["channel", "demo"]) == {"channel", "channel-demo"}

@@ -1,38 +1,25 @@
 """``livemesh loadtest run smoke`` against the real stack on loopback: a few hundred players,
-a flash crowd and the busiest edge killed mid-run (loadrig/profiles/smoke.toml)."""
+a flash crowd and the busiest edge killed mid-run (loadrig/scenarios/smoke.toml)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.stack_helpers import run_loadtest
 
 
 @pytest.mark.timeout(240)
-def test_smoke_profile_players_fail_over_and_the_origin_sees_each_object_once(
+def test_smoke_scenario_players_fail_over_and_the_origin_sees_each_object_once(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "report"
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # its own embedded Redis
-    # the profile's devices play v480 and v360 only: encoding 720p too would just take CPU
-    # from the players and the stack, which share this machine's two cores
-    env["LIVEMESH_RUNGS"] = "v480,v360"
-    run = subprocess.run(
-        [sys.executable, "-m", "livemesh.cli", "loadtest", "run", "smoke", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=220,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
+    results = run_loadtest("smoke", out, timeout_s=220)
     s = results["summary"]
-    detail = f"{s}\n{run.stdout[-1500:]}"
+    detail = f"{s}\n{results['stdout'][-1500:]}"
 
-    # the profile ran: a flash crowd on top of a ramp, the busiest edge killed
+    # the scenario ran: a flash crowd on top of a ramp, the busiest edge killed
     assert s["peak_viewers"] >= 250, detail
     kill = [e for e in results["chaos"] if e["action"] == "kill"]
     assert kill and kill[0]["target"] == "busiest-edge" and "SIGKILL" in kill[0]["detail"], detail
@@ -58,6 +45,13 @@ def test_smoke_profile_players_fail_over_and_the_origin_sees_each_object_once(
 
     # the report: plots, metrics over time, the scale model from measured capacity
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4  # with the startup-by-cause CDF
+    assert (out / "startup_cdf.png").stat().st_size > 0
+    # startup by cause: every viewer that started has its four parts, adding up to it
+    started = [p for p in results["players"] if p["startup_s"] is not None]
+    assert s["startup_parts_s"]["press"]["count"] == len(started), detail
+    for p in started:
+        assert sum(p["startup_parts"].values()) == pytest.approx(p["startup_s"], abs=0.01)
+    assert "by cause (p50 / p99 s): press-play wait" in results["stdout"], detail
     assert len(results["metrics"]["origin_requests"]) >= 10
     assert "edges = ceil(65,000,000" in results["scale"]

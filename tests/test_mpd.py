@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from live.ladder import ChannelConfig
+from kernel.channel_config import ChannelConfig
+from kernel.epoch import Epoch, Representation
 from live.mpd import duration, iso_utc, live_mpd, render_mpd, seconds
-from live.state import Epoch, Representation
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = Path(__file__).parent / "testdata"
@@ -128,7 +128,7 @@ def test_segment_template_addresses_segments_by_number_from_epoch_start() -> Non
 def test_low_latency_signalling() -> None:
     tree = mpd_tree()
     latency = one(tree, "/d:MPD/d:ServiceDescription/d:Latency")
-    assert (latency.get("min"), latency.get("target"), latency.get("max")) == ("400", "600", "6000")
+    assert (latency.get("min"), latency.get("target"), latency.get("max")) == ("400", "600", "2600")
     rate = one(tree, "/d:MPD/d:ServiceDescription/d:PlaybackRate")
     assert float(rate.get("min", "1")) < 1 < float(rate.get("max", "1"))
     for adaptation in tree.xpath("//d:AdaptationSet", namespaces=NS):

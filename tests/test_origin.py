@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 import sys
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import aiohttp
@@ -17,96 +15,29 @@ from aiohttp.test_utils import TestServer
 from lxml import etree
 from yarl import URL
 
+from kernel import clock
+from kernel.channel_config import ChannelConfig
+from kernel.channel_config_store import put_channel_config
+from kernel.epoch import Epoch, Position, Representation
+from kernel.ports import free_port
+from kernel.redis_server import SHARED_POOL_CONNECTIONS, shared_client
 from live.http_errors import Gone, TooEarly
-from live.ladder import ChannelConfig
-from live.origin import ORIGIN, Origin, SegmentState, build_app, segment_state
+from live.origin import SegmentState, build_app, segment_state
 from live.origin import main as origin_main
-from live.state import ChannelStore, Epoch, Position, Representation
-from livemesh import clock
-from livemesh.redis_server import SHARED_POOL_CONNECTIONS, shared_client
-
-# D = 0.5 s, C = 0.1 s: a stalled encoder is given up on after 2·D = 1 s.
-CONFIG = ChannelConfig("demo", segment_ms=500, chunk_ms=100, window_s=2)
-CHUNKS = CONFIG.timeline.chunks_per_segment
-STALL_S = 2 * CONFIG.segment_ms / 1000
-VIDEO = Representation("v1", "video", "avc1.64001f", 1_000_000, 15360, 640, 360, 30)
-AUDIO = Representation("a1", "audio", "mp4a.40.2", 128_000, 48000, sample_rate=48000, channels=2)
-IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-def chunk_bytes(rep: str, segment: int, chunk: int) -> bytes:
-    """Recognisable bytes per chunk, long enough to span several TCP reads."""
-    return f"[{rep}/{segment}/{chunk}]".encode() * 500
-
-
-def whole(rep: str, segment: int) -> bytes:
-    return b"".join(chunk_bytes(rep, segment, k) for k in range(CHUNKS))
-
-
-class Channel:
-    """The writer side of one test channel: what the packager would publish."""
-
-    def __init__(self, redis: aioredis.Redis, epoch_id: str = "e1") -> None:
-        self.store = ChannelStore(redis, CONFIG.name)
-        self.epoch = Epoch(epoch_id, clock.now_ms(), (VIDEO, AUDIO))
-
-    async def start(self) -> None:
-        await self.store.put_config(CONFIG)
-        inits = {r.id: f"init-{r.id}".encode() for r in self.epoch.representations}
-        await self.store.start_epoch(self.epoch, inits, CONFIG.window_s)
-
-    async def chunk(self, segment: int, chunk: int, rep: str = "v1") -> None:
-        last = chunk == CHUNKS - 1
-        data = chunk_bytes(rep, segment, chunk)
-        await self.store.publish_chunk(self.epoch, rep, segment, chunk, data, last, CONFIG.window_s)
-
-    async def segment(self, segment: int, rep: str = "v1") -> None:
-        for k in range(CHUNKS):
-            await self.chunk(segment, k, rep)
-
-
-@pytest.fixture
-async def channel(redis: aioredis.Redis) -> Channel:
-    ch = Channel(redis)
-    await ch.start()
-    return ch
-
-
-@pytest.fixture
-async def server(redis: aioredis.Redis) -> AsyncIterator[TestServer]:
-    test_server = TestServer(build_app(redis), host="127.0.0.1")
-    await test_server.start_server()
-    yield test_server
-    await test_server.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-def origin_of(server: TestServer) -> Origin:
-    return server.app[ORIGIN]
-
-
-def gauge(server: TestServer, name: str) -> float:
-    value = origin_of(server).metrics.registry.get_sample_value(name)
-    return value or 0.0
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait for server-side state the test cannot be told of directly (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.002)
-
-
-def url(server: TestServer, path: str) -> str:
-    return str(server.make_url(path))
-
+from live.state import ChannelStore
+from tests.origin_helpers import (
+    CHUNKS,
+    CONFIG,
+    IMMUTABLE,
+    STALL_S,
+    Channel,
+    chunk_bytes,
+    gauge,
+    origin_of,
+    until,
+    url,
+    whole,
+)
 
 SEG = "/live/demo/e1/v1/{}.m4s"
 
@@ -550,13 +481,11 @@ async def test_metrics(channel: Channel, server: TestServer, http: aiohttp.Clien
 
 
 async def test_origin_command_serves_until_sigterm(redis_url: str) -> None:
-    with socket.socket() as probe:  # a free port for the child
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "livemesh.cli",
+        "command.cli",
         "origin",
         "--port",
         str(port),
@@ -595,7 +524,7 @@ async def test_a_crowd_larger_than_the_redis_pool_is_served_not_refused(redis_ur
     store = ChannelStore(redis, "crowd")
     config = ChannelConfig("crowd")
     epoch = Epoch("1000", clock.now_ms(), (Representation("v", "video", "avc1.64001f", 1, 15360),))
-    await store.put_config(config)
+    await put_channel_config(redis, config)
     await store.start_epoch(epoch, {"v": b"init"}, window_s=60)
     await store.publish_chunk(epoch, "v", 0, 0, b"only-chunk", True, 60)
     app = build_app(redis)

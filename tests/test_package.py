@@ -2,7 +2,8 @@
 
 from fractions import Fraction
 
-from live.cmaf import InitInfo, iter_boxes, read_sample_durations, read_tfdt
+from kernel.isobmff import iter_boxes
+from live.cmaf import InitInfo, read_sample_durations, read_tfdt
 from live.encode import EncodedUnit
 from live.package import ChunkPackager
 from live.timing import Timeline, UnitClock

@@ -11,8 +11,17 @@ from google.protobuf import descriptor_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DOMAINS = ("identity", "catalog", "search", "profile", "recommend", "playback", "channels",
-           "registry")
+DOMAINS = (
+    "identity",
+    "catalog",
+    "search",
+    "profile",
+    "recommend",
+    "playback",
+    "channels",
+    "registry",
+    "experiments",
+)
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,7 +79,9 @@ def test_committed_stubs_equal_freshly_generated_ones(tmp_path: Path) -> None:
     assert fresh, "the generator wrote nothing"
     committed_dirs = {ROOT / "livemesh" / d / "v1" for d in DOMAINS}
     committed = sorted(
-        p.relative_to(ROOT) for d in committed_dirs for p in d.rglob("*")
+        p.relative_to(ROOT)
+        for d in committed_dirs
+        for p in d.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
     assert [p for p in fresh if p.parent.name == "v1"] == committed

@@ -3,7 +3,7 @@
 Every live-path reader is an XREAD loop, and cancelling its task is how a viewer
 leaving, a test ending or a process stopping ends it.  redis-py's default socket
 timeout could swallow that CancelledError and leave the loop reading forever
-(see :mod:`livemesh.redis_server`); these tests hold both client kinds to it.
+(see :mod:`kernel.redis_server`); these tests hold both client kinds to it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
 
+from kernel.redis_server import redis_client, shared_client
 from live.state import ChannelStore
-from livemesh.redis_server import redis_client, shared_client
 
 CANCELLATIONS = 300
 CANCEL_GRACE_S = 2.0  # a cancelled reader ends at its next await; this bounds a failure

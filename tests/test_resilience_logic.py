@@ -3,18 +3,28 @@ limiter, p95 tracker, outlier ejection, policies."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
-from services.resilience import Chain, server_interceptors
-from services.resilience.backoff import Backoff, pushback_s
-from services.resilience.breaker import CircuitBreaker, State
-from services.resilience.budget import RetryBudget
-from services.resilience.latency import LatencyTracker
-from services.resilience.limiter import AdaptiveLimiter, Gradient2, QueueWait
-from services.resilience.policy import POLICIES, Priority
-from services.resilience.shedding import LoadShedder
+from kernel.rpc.resilience import Chain, server_interceptors
+from kernel.rpc.resilience.backoff import Backoff, pushback_s
+from kernel.rpc.resilience.balancer import Connection, Endpoint
+from kernel.rpc.resilience.breaker import CircuitBreaker, State
+from kernel.rpc.resilience.budget import RetryBudget
+from kernel.rpc.resilience.bulkhead import Bulkhead, BulkheadFull
+from kernel.rpc.resilience.latency import LatencyTracker
+from kernel.rpc.resilience.limiter import (
+    MAX_RETRY_S,
+    MIN_RETRY_S,
+    SHED_MEMORY_S,
+    AdaptiveLimiter,
+    Gradient2,
+    QueueWait,
+)
+from kernel.rpc.resilience.policy import POLICIES, START_QUEUE_S, Priority
+from kernel.rpc.resilience.shedding import LoadShedder
 
 
 class Clock:
@@ -56,8 +66,15 @@ def test_budget_caps_retries_at_ten_percent_over_the_window() -> None:
 def test_breaker_opens_on_failure_rate_probes_and_closes() -> None:
     clock = Clock()
     changes: list[tuple[State, State]] = []
-    breaker = CircuitBreaker(window=10, min_calls=4, failure_rate=0.5, open_s=5, probes=2,
-                             clock=clock, on_change=lambda a, b: changes.append((a, b)))
+    breaker = CircuitBreaker(
+        window=10,
+        min_calls=4,
+        failure_rate=0.5,
+        open_s=5,
+        probes=2,
+        clock=clock,
+        on_change=lambda a, b: changes.append((a, b)),
+    )
     for failed in (False, True, False, True):
         assert breaker.try_acquire()
         breaker.record(failed, 0.01)
@@ -68,14 +85,18 @@ def test_breaker_opens_on_failure_rate_probes_and_closes() -> None:
     breaker.record(False, 0.01)
     breaker.record(False, 0.01)
     assert breaker.state is State.CLOSED
-    assert changes == [(State.CLOSED, State.OPEN), (State.OPEN, State.HALF_OPEN),
-                       (State.HALF_OPEN, State.CLOSED)]
+    assert changes == [
+        (State.CLOSED, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.CLOSED),
+    ]
 
 
 def test_breaker_opens_on_slow_calls_and_a_failed_probe_reopens() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(window=5, min_calls=5, slow_call_s=0.5, slow_rate=0.8,
-                             open_s=1, probes=1, clock=clock)
+    breaker = CircuitBreaker(
+        window=5, min_calls=5, slow_call_s=0.5, slow_rate=0.8, open_s=1, probes=1, clock=clock
+    )
     for _ in range(5):
         breaker.try_acquire()
         breaker.record(False, 0.6)
@@ -84,6 +105,17 @@ def test_breaker_opens_on_slow_calls_and_a_failed_probe_reopens() -> None:
     assert breaker.try_acquire()
     breaker.record(True, 0.01)
     assert breaker.current() is State.OPEN
+
+
+def test_a_call_goes_on_the_connection_with_the_fewest_in_flight() -> None:
+    """Connections stand for the workers behind a shared port: the least busy takes the
+    next call, and an idle instance's calls go round all of them."""
+    endpoint = Endpoint("a:1", [Connection(channel=object()) for _ in range(4)])  # type: ignore[arg-type]
+    picked = [endpoint.least_busy() for _ in range(8)]
+    assert [endpoint.connections.index(c) for c in picked] == [1, 2, 3, 0, 1, 2, 3, 0]
+    for connection, in_flight in zip(endpoint.connections, (3, 1, 2, 5), strict=True):
+        connection.in_flight = in_flight
+    assert {id(endpoint.least_busy()) for _ in range(4)} == {id(endpoint.connections[1])}
 
 
 def test_latency_tracker_p95() -> None:
@@ -117,8 +149,7 @@ def test_priorities_share_the_limit_and_critical_is_shed_last() -> None:
         while limiter.try_acquire(prio):
             admitted[prio] += 1
     # LOW up to 4 in flight, NORMAL up to 6, HIGH up to 7.2, CRITICAL up to 8
-    assert admitted == {Priority.LOW: 4, Priority.NORMAL: 2, Priority.HIGH: 2,
-                        Priority.CRITICAL: 0}
+    assert admitted == {Priority.LOW: 4, Priority.NORMAL: 2, Priority.HIGH: 2, Priority.CRITICAL: 0}
     limiter.release(0.01)
     assert not limiter.try_acquire(Priority.NORMAL)
     assert limiter.try_acquire(Priority.CRITICAL)
@@ -167,6 +198,61 @@ def test_limiter_sheds_on_wait_even_with_nothing_in_flight() -> None:
     assert limiter.try_acquire(Priority.CRITICAL, 0.005)  # a short wait is still served
 
 
+def test_a_shed_call_is_told_to_come_back_when_the_work_before_it_is_done() -> None:
+    class Fixed(random.Random):
+        def __init__(self, share: float) -> None:
+            super().__init__()
+            self.share = share
+
+        def uniform(self, a: float, b: float) -> float:
+            return a + (b - a) * self.share
+
+    now = [0.0]
+    limiter = AdaptiveLimiter(queue=QueueWait(clock=lambda: now[0]))
+    # it waited 400 ms: the queue in front of it drains in about that, spread x0.5..x1.5
+    assert limiter.retry_after_s(0.4, Fixed(0.0)) == pytest.approx(0.2)
+    assert limiter.retry_after_s(0.4, Fixed(0.5)) == pytest.approx(0.4)
+    assert limiter.retry_after_s(0.4, Fixed(1.0)) == pytest.approx(0.6)
+    # bounded before the jitter
+    assert limiter.retry_after_s(0.0001, Fixed(0.5)) == MIN_RETRY_S
+    assert limiter.retry_after_s(30.0, Fixed(0.5)) == MAX_RETRY_S
+    assert limiter.retry_after_s(30.0, Fixed(1.0)) == 1.5 * MAX_RETRY_S  # spread past it
+    # everyone shed lately comes back too: 100 sheds at 10 ms of service each is a second
+    # of work, however short this call's own wait; it is forgotten over SHED_MEMORY_S
+    limiter.queue.served(0.010)
+    now[0] = 100.0
+    for _ in range(99):
+        limiter.retry_after_s(0.0)
+    assert limiter.retry_after_s(0.0, Fixed(0.5)) == pytest.approx(1.0)
+    now[0] += 10 * SHED_MEMORY_S
+    assert limiter.retry_after_s(0.0, Fixed(0.5)) == MIN_RETRY_S
+    # a wait unknown: the in-flight calls' service
+    limiter.inflight = int(limiter.limit) * 15
+    assert limiter.retry_after_s(None, Fixed(0.5)) == pytest.approx(0.15)
+    hints = {limiter.retry_after_s(0.4) for _ in range(20)}
+    assert len(hints) > 1  # jittered: callers shed together come back apart
+
+
+async def test_a_press_play_queues_for_a_bulkhead_slot_where_others_are_turned_away() -> None:
+    bulkhead = Bulkhead(max_concurrent=1, max_wait_s=0.001)
+    await bulkhead.acquire()
+    with pytest.raises(BulkheadFull):  # the bulkhead's own bound: turned away at once
+        await bulkhead.acquire()
+    queued = [asyncio.ensure_future(bulkhead.acquire(30.0, max_wait_s=30.0)) for _ in range(2)]
+    await asyncio.sleep(0)  # (lets both start waiting, in order)
+    assert not any(q.done() for q in queued)
+    bulkhead.release()
+    await queued[0]  # first come, first served
+    assert not queued[1].done()
+    bulkhead.release()
+    await queued[1]
+    with pytest.raises(BulkheadFull):  # the caller's deadline still bounds the wait
+        await bulkhead.acquire(0.0, max_wait_s=30.0)
+    start = POLICIES.policy("/livemesh.playback.v1.PlaybackService/StartPlayback")
+    assert start.queue_s == START_QUEUE_S
+    assert POLICIES.policy("/livemesh.catalog.v1.CatalogService/GetTitle").queue_s is None
+
+
 def test_declared_policies() -> None:
     start = POLICIES.policy("/livemesh.playback.v1.PlaybackService/StartPlayback")
     assert start.priority is Priority.CRITICAL and not start.idempotent
@@ -197,7 +283,7 @@ def test_server_interceptors_read_the_shedding_switches(monkeypatch: pytest.Monk
 def test_trace_sample_ratio_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from opentelemetry.sdk.trace.sampling import ParentBased
 
-    from services.resilience import tracing
+    from kernel.rpc.resilience import tracing
 
     monkeypatch.delenv(tracing.SAMPLE_ENV, raising=False)
     assert tracing.sample_ratio() == tracing.DEFAULT_SAMPLE == 0.1

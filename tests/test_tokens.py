@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from livemesh.tokens import (
-    DEV_KEYS,
+from kernel.config import ConfigError
+from kernel.tokens import (
     BadSignature,
     MalformedToken,
     PathNotCovered,
@@ -13,6 +13,7 @@ from livemesh.tokens import (
     TokenExpired,
     TokenSigner,
     UnknownKey,
+    new_keys,
     parse_keys,
     split_token,
     tokenized,
@@ -87,8 +88,11 @@ def test_malformed_tokens() -> None:
             signer.verify(bad, "/live/x", now_s=NOW)
 
 
-def test_keys_from_env_and_dev_default() -> None:
-    assert TokenSigner.from_env({}).active_kid == parse_keys(DEV_KEYS).popitem()[0]
+def test_keys_from_env_and_no_default() -> None:
+    with pytest.raises(ConfigError, match="LIVEMESH_TOKEN_KEYS"):
+        TokenSigner.from_env({"LIVEMESH_SETTINGS": ""})
+    made, again = new_keys(), new_keys()
+    assert made != again and len(parse_keys(made).popitem()[1]) == 32
     signer = TokenSigner.from_env({"LIVEMESH_TOKEN_KEYS": f"{K2},{K1}"})
     assert signer.active_kid == "k2" and set(signer.keys) == {"k1", "k2"}
     for bad in ("k1", "k1:zz", "k1:00", "bad kid:" + "11" * 32, ""):

@@ -38,10 +38,10 @@ import numpy as np
 from numpy.typing import NDArray
 from prometheus_client import Counter
 
+from kernel import clock
+from kernel.channel_config import ChannelConfig
 from live.ingest.slate import SlateKind, Slates
-from live.ladder import ChannelConfig
 from live.source import AAC_FRAME_SAMPLES
-from livemesh import clock
 
 log = logging.getLogger("livemesh.ingest")
 

@@ -1,8 +1,10 @@
 """``livemesh ingest``: channels fed by broadcasters over WHIP and RTMP.
 
-One process serves a set of channels.  Each runs a :class:`LiveChannel` whose
-source is an :class:`IngestSource`, on air from the start with the slate, so the
-epoch and its segment numbering survive every broadcaster coming and going.
+One process serves a set of channels (:mod:`live.ingest.channels`: those named at
+start, and with ``--any-channel`` any other created one, from its first broadcaster).
+Each runs a :class:`LiveChannel` whose source is an :class:`IngestSource`, on air with
+the slate between broadcasters, so the epoch and its segment numbering survive every
+broadcaster coming and going.
 """
 
 from __future__ import annotations
@@ -10,21 +12,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from live.channel import LiveChannel
+from kernel.channel_config import ChannelConfig
+from kernel.channel_config_store import wait_for_channel_config
+from kernel.config import ConfigError, IngestSettings, parse
+from kernel.loop import run
+from kernel.redis_server import redis_client
+from live.channel import add_config_timeout
 from live.ingest.admission import Admission
+from live.ingest.channels import IngestChannels
 from live.ingest.ingest_source import IngestSource
 from live.ingest.keys import RedisStreamKeys, StreamKeys
 from live.ingest.rtmp import RtmpFront
 from live.ingest.whip import WhipEndpoint
-from live.ladder import ChannelConfig
-from live.state import ChannelStore
-from livemesh.redis_server import redis_client
 
 log = logging.getLogger("livemesh.ingest")
 
@@ -41,37 +45,33 @@ class IngestServer:
         http_port: int = 0,
         rtmp_port: int | None = 0,
         admission: Admission | None = None,
+        any_channel: bool = False,
+        not_channels: frozenset[str] = frozenset(),
     ) -> None:
         self.redis = redis
         self.admission = admission if admission is not None else Admission()
-        self.sources = {c.name: IngestSource(c) for c in configs}
-        self.channels = {
-            c.name: LiveChannel(c, ChannelStore(redis, c.name), self.sources[c.name])
-            for c in configs
-        }
-        self.whip = WhipEndpoint(self.sources, keys, self.admission)
+        self.channels = IngestChannels(redis, configs, any_channel, not_channels)
+        self.whip = WhipEndpoint(self.channels, keys, self.admission)
         self.rtmp = (
-            RtmpFront(self.sources, keys, host, rtmp_port, self.admission)
+            RtmpFront(self.channels, keys, host, rtmp_port, self.admission)
             if rtmp_port is not None
             else None
         )
         self.host, self._http_port = host, http_port
-        self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
 
     @property
     def http_port(self) -> int:
         return self._http_port
 
+    @property
+    def sources(self) -> dict[str, IngestSource]:
+        """The sources of the channels on air here, by channel."""
+        return self.channels.sources
+
     async def start(self) -> None:
-        """Channels on air (slate), then the endpoints open."""
-        for channel in self.channels.values():
-            task = asyncio.create_task(channel.run())
-            started = asyncio.create_task(channel.started.wait())
-            done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                task.result()
-            self._tasks.append(task)
+        """The named channels on air (slate), then the endpoints open."""
+        await self.channels.start()
         app = web.Application()
         app.add_routes([*self.whip.routes(), web.get("/healthz", self._health)])
         self._runner = web.AppRunner(app, access_log=None)
@@ -86,7 +86,7 @@ class IngestServer:
         log.info("ingest: WHIP on http://%s:%d/whip", self.host, self._http_port)
 
     async def _health(self, request: web.Request) -> web.Response:
-        on_air = all(c.started.is_set() for c in self.channels.values())
+        on_air = self.channels.on_air
         return web.Response(status=200 if on_air else 503, text="ok" if on_air else "starting")
 
     async def stop(self) -> None:
@@ -95,54 +95,53 @@ class IngestServer:
         await self.whip.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
-        for channel in self.channels.values():
-            channel.stop()
-        for task in self._tasks:
-            await task
+        await self.channels.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="livemesh ingest", description="take WHIP and RTMP broadcasters into live channels"
     )
-    parser.add_argument("--channel", action="append", required=True, help="channel id (repeat)")
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("REDIS_URL"), required=not os.environ.get("REDIS_URL")
+    add_config_timeout(parser, "each channel")
+    loaded, args = parse(IngestSettings, argv, parser)
+    settings = loaded.settings
+    if not settings.channel and not settings.any_channel:
+        parser.error("the following arguments are required: --channel (or --any-channel)")
+    try:
+        redis_url = settings.required_redis_url()
+    except ConfigError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--http-port", type=int, default=8090, help="WHIP endpoint port")
-    parser.add_argument("--rtmp-port", type=int, default=1935)
-    parser.add_argument(
-        "--dev-key",
-        action="append",
-        default=[],
-        metavar="CHANNEL=KEY",
-        help="issue a stream key at start (local demo only; the channels service owns keys)",
-    )
-    parser.add_argument("--segment-ms", type=int, default=2000)
-    parser.add_argument("--chunk-ms", type=int, default=200)
-    parser.add_argument("--window-s", type=int, default=60)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    configs = [
-        ChannelConfig(
-            name, segment_ms=args.segment_ms, chunk_ms=args.chunk_ms, window_s=args.window_s
-        )
-        for name in args.channel
-    ]
-    dev_keys = [tuple(pair.split("=", 1)) for pair in args.dev_key]
-    asyncio.run(_run(args, configs, dict(dev_keys)))
+    pairs = [pair.partition("=") for pair in settings.dev_key]
+    if not all(sep for _, sep, _ in pairs):
+        parser.error("--dev-key takes CHANNEL=KEY")
+    dev_keys = {channel: key for channel, _, key in pairs}
+    run(_run(settings, redis_url, args.config_timeout_s, dev_keys), settings.uvloop)
     return 0
 
 
 async def _run(
-    args: argparse.Namespace, configs: list[ChannelConfig], dev_keys: dict[str, str]
+    settings: IngestSettings, redis_url: str, config_timeout_s: float, dev_keys: dict[str, str]
 ) -> None:
-    redis = redis_client(args.redis_url)
+    redis = redis_client(redis_url)
+    configs = [
+        await wait_for_channel_config(redis, name, config_timeout_s) for name in settings.channel
+    ]
     keys = RedisStreamKeys(redis)
     for channel, key in dev_keys.items():
         await keys.issue(channel, key)
-    server = IngestServer(redis, configs, keys, args.host, args.http_port, args.rtmp_port)
+    server = IngestServer(
+        redis,
+        configs,
+        keys,
+        settings.host,
+        settings.http_port,
+        settings.rtmp_port,
+        any_channel=settings.any_channel,
+        not_channels=frozenset(settings.not_channel),
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

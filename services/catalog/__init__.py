@@ -1,1 +1,1 @@
-"""The catalog: titles, series with seasons and episodes, live events (SQLite by default)."""
+"""The catalog: titles, series with seasons and episodes, live events (in the database)."""

@@ -1,21 +1,31 @@
-"""Catalog service: GetTitle, BatchGetTitles, ListTitles over the embedded store."""
+"""Catalog service: GetTitle, BatchGetTitles, ListTitles and CreateTitle over the database.
+
+The records are in the relational database (:mod:`services.catalog.store`); a title
+``CreateTitle`` adds is announced to search (:mod:`services.catalog.feed`).
+"""
 
 from __future__ import annotations
 
-import argparse
-
 import grpc
+import redis.asyncio as aioredis
 
+from kernel.config import CatalogSettings
+from kernel.db import EmbeddedDatabase, connect_database
+from kernel.redis_server import shared_client
+from kernel.rpc import access, validate
+from kernel.rpc.clients import RpcChannelFactory
+from kernel.rpc.errors import AlreadyExists, InvalidArgument, NotFound
+from kernel.rpc.process import Service, service_main
+from kernel.rpc.server import ServiceSpec
 from livemesh.catalog.v1 import catalog_pb2 as pb
 from livemesh.catalog.v1 import catalog_pb2_grpc as pb_grpc
+from services.catalog.feed import announce
 from services.catalog.store import CatalogStore
-from services.common import validate
-from services.common.clients import ChannelFactory
-from services.common.errors import InvalidArgument, NotFound
-from services.common.process import Service, service_main
-from services.common.server import ServiceSpec
 
 MAX_BATCH = 100
+# what CreateTitle adds: titles with media of their own (series and seasons group them,
+# live events play a channel)
+PUBLISHABLE = (pb.TITLE_KIND_MOVIE, pb.TITLE_KIND_EPISODE)
 
 
 def title_name(name: str, field: str = "name") -> str:
@@ -27,26 +37,29 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
     def __init__(self, store: CatalogStore) -> None:
         self.store = store
 
+    @access.public("the catalog is browsed before signing in")
     async def GetTitle(
         self, request: pb.GetTitleRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetTitleResponse:
-        title = self.store.get(title_name(request.name))
+        title = await self.store.get(title_name(request.name))
         if title is None:
             raise NotFound(f"{request.name} not found")
         return pb.GetTitleResponse(title=title)
 
+    @access.public("the catalog is browsed before signing in")
     async def BatchGetTitles(
         self, request: pb.BatchGetTitlesRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetTitlesResponse:
         if not 1 <= len(request.names) <= MAX_BATCH:
             raise InvalidArgument("names", f"give 1-{MAX_BATCH} names")
         names = [title_name(n, f"names[{i}]") for i, n in enumerate(request.names)]
-        found = self.store.get_many(names)
+        found = await self.store.get_many(names)
         return pb.BatchGetTitlesResponse(
             titles=[found[n] for n in names if n in found],
             missing=[n for n in names if n not in found],
         )
 
+    @access.public("the catalog is browsed before signing in")
     async def ListTitles(
         self, request: pb.ListTitlesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTitlesResponse:
@@ -56,33 +69,69 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             raise InvalidArgument("kind", "unknown title kind")
         size = validate.page_size(request.page_size, 20, 100)
         offset = validate.offset_from_token(request.page_token)
-        found = self.store.list_titles(request.parent, request.kind, offset, size + 1)
+        found = await self.store.list_titles(request.parent, request.kind, offset, size + 1)
         token = validate.next_offset_token(offset, size, len(found))
         return pb.ListTitlesResponse(titles=found[:size], next_page_token=token)
 
+    @access.operator
+    async def CreateTitle(
+        self, request: pb.CreateTitleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTitleResponse:
+        title_id = validate.resource_id(request.title_id, "title_id")
+        if request.title.kind not in PUBLISHABLE:
+            raise InvalidArgument("title.kind", "only movies and episodes are published")
+        validate.text(request.title.display_title, "title.display_title", 1, 200)
+        title = pb.Title()
+        title.CopyFrom(request.title)
+        title.name = f"titles/{title_id}"
+        if title.parent:
+            title_name(title.parent, "title.parent")
+        if not await self.store.create(title):
+            raise AlreadyExists(f"{title.name} already exists")
+        await announce(self.store.redis, title)
+        return pb.CreateTitleResponse(title=title)
+
 
 class CatalogService(Service):
-    def __init__(self, db: str = ":memory:") -> None:
-        self.store = CatalogStore(db)
+    """The catalog on ``database_url`` (None: a SQLite file of its own, removed at close),
+    its titles cached in and announced on ``redis_url``'s Redis when one is given."""
+
+    def __init__(
+        self, database_url: str | None = None, redis_url: str | None = None, seed: bool = True
+    ) -> None:
+        self._embedded: EmbeddedDatabase | None = None
+        if database_url is None:
+            self._embedded = EmbeddedDatabase()
+            database_url = self._embedded.url
+        self.engine = connect_database(database_url)
+        self.redis: aioredis.Redis | None = shared_client(redis_url) if redis_url else None
+        self.store = CatalogStore(self.engine, self.redis)
+        self.seed = seed
 
     def specs(self) -> list[ServiceSpec]:
-        return [ServiceSpec(
-            pb.DESCRIPTOR.services_by_name["CatalogService"].full_name,
-            CatalogServicer(self.store), pb_grpc.add_CatalogServiceServicer_to_server,
-        )]
+        return [
+            ServiceSpec(
+                pb.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+                CatalogServicer(self.store),
+                pb_grpc.add_CatalogServiceServicer_to_server,
+            )
+        ]
+
+    async def start(self) -> None:
+        await self.store.migrate(seed=self.seed)
 
     async def close(self) -> None:
-        self.store.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+        if self._embedded is not None:
+            self._embedded.remove()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=":memory:",
-                        help="SQLite file (default: in memory, seeded with the demo catalog)")
-
-
-async def build(args: argparse.Namespace, factory: ChannelFactory) -> Service:
-    return CatalogService(args.db)
+async def build(settings: CatalogSettings, factory: RpcChannelFactory) -> Service:
+    assert settings.database_url  # the process's embedded SQLite when none is set
+    return CatalogService(settings.database_url, settings.required_redis_url())
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service_main("catalog", argv, build, add_arguments)
+    return service_main(CatalogSettings, argv, build, needs_redis=True)

@@ -4,9 +4,18 @@ Per request: a request id (the caller's ``X-Request-Id`` when well-formed, else 
 new one; echoed, and forwarded to the services), CORS headers, a per-client
 token-bucket rate limit (by access token, else by address), bearer-token
 verification (locally, with identity's public keys) on routes that need it, the
-JSON body mapped onto the RPC's request message, and every failure answered
-as JSON ``{"error": {code, status, message, field, requestId}}`` with the HTTP
-code of the gRPC status. Routes and the OpenAPI document come from one table.
+JSON body (bounded in size, media type and nesting: body.py) mapped onto the RPC's
+request message, and every failure answered
+as JSON ``{"error": {code, status, message, field, requestId, retryAfterMs}}`` with the
+HTTP code of the gRPC status. Routes and the OpenAPI document come from one table.
+
+A refusal worth retrying (429, 503) says when: ``retryAfterMs`` in the body, to the
+millisecond, and ``Retry-After`` in whole seconds (rounded up, as RFC 9110 counts) for
+clients that read only the header. The hint is the token bucket's own wait for the rate
+limit, a shedding service's ``grpc-retry-pushback-ms`` (jittered about its queue's drain
+time), or, when the refusal came with none, a jittered default. Players may come back
+after ``retryAfterMs``: it is part of the API (the OpenAPI document's ``Error``), so
+the load rig's player honours it as any player may.
 """
 
 from __future__ import annotations
@@ -14,85 +23,52 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import re
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from aiohttp import web
-from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from livemesh.heap import settle_heap
-from services.common import jsonmap
-from services.common.auth import TokenVerifier, identity_key_loader
-from services.common.clients import ChannelFactory
-from services.common.errors import (
+from kernel import workers
+from kernel.config import GatewaySettings, parse
+from kernel.heap import settle_heap
+from kernel.http.cors import ANY_ORIGIN, GATEWAY
+from kernel.loop import run
+from kernel.outage import OutageLog
+from kernel.ratelimit import TokenBuckets
+from kernel.rpc import jsonmap
+from kernel.rpc.auth import TokenVerifier, identity_key_loader
+from kernel.rpc.clients import RpcChannelFactory
+from kernel.rpc.errors import (
     FIELD_METADATA_KEY,
     InvalidArgument,
     ServiceError,
     Unauthenticated,
 )
-from services.common.process import parser_for, run
+from kernel.rpc.resilience import render_metrics
+from kernel.rpc.resilience.backoff import pushback_s
+from kernel.rpc.resilience.tracing import http_server_span
+from kernel.rpc.telemetry import start_tracing
+from services.gateway import body, steering, webapp
+from services.gateway.errors import HTTP_OF, STATUS_OF_HTTP, error_response, retry_hint_s
 from services.gateway.openapi import document
 from services.gateway.routes import ROUTES, STUBS, Route
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8000  # (8080-8090 are the origin and edges of deploy/local.toml)
-MAX_BODY_BYTES = 64 * 1024
+LISTEN_BACKLOG = 4096  # (capped by net.core.somaxconn)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-HTTP_OF: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409, grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
-STATUS_OF_HTTP = {404: "NOT_FOUND", 405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT",
-                  429: "RESOURCE_EXHAUSTED"}
-CORS_HEADERS = {
-    "Access-Control-Allow-Methods": "GET, POST, PATCH, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Request-Id",
-    "Access-Control-Expose-Headers": "X-Request-Id, Retry-After",
-    "Access-Control-Max-Age": "600",
-}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 CLIENT_REQUEST_ID_KEY = web.RequestKey("client_request_id", str)  # "" unless the caller gave one
-
-
-class TokenBuckets:
-    """Per-client token buckets: ``rate`` requests/s sustained, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: float, max_clients: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.burst, self.max_clients, self.clock = rate, burst, max_clients, clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, client: str) -> float:
-        """0 when the request may pass, else the seconds until it could."""
-        now = self.clock()
-        tokens, last = self._buckets.pop(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        wait = 0.0
-        if tokens >= 1:
-            tokens -= 1
-        else:
-            wait = (1 - tokens) / self.rate
-        self._buckets[client] = (tokens, now)
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        return wait
+ROUTE_KEY = web.RequestKey("route", Route)
 
 
 def new_request_id() -> str:
@@ -100,24 +76,27 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
-def error_response(status: int, code: str, message: str, request_id: str,
-                   field: str | None = None, headers: dict[str, str] | None = None
-                   ) -> web.Response:
-    error: dict[str, Any] = {"code": status, "status": code, "message": message,
-                             "requestId": request_id}
-    if field:
-        error["field"] = field
-    return web.json_response({"error": error}, status=status, headers=headers)
-
-
 class Gateway:
-    def __init__(self, factory: ChannelFactory, targets: dict[str, str], verifier: TokenVerifier,
-                 rate: float = 50.0, burst: float = 100.0, cors_origin: str = "*") -> None:
+    def __init__(
+        self,
+        factory: RpcChannelFactory,
+        targets: dict[str, str],
+        verifier: TokenVerifier,
+        rate: float = 50.0,
+        burst: float = 100.0,
+        cors_origin: str = "*",
+    ) -> None:
         self.factory = factory
         self.targets = targets
         self.verifier = verifier
         self.buckets = TokenBuckets(rate, burst)
         self.cors_origin = cors_origin
+        self.cors_headers = GATEWAY.for_origin(cors_origin).all_headers()
+        # per route: a service that is down is logged once per outage, not per request
+        self.outages: dict[str, OutageLog] = {}
+        self.manifests = steering.SessionManifests(
+            lambda: self.factory.stub(STUBS["playback"], self.targets["playback"])
+        )
 
     # -- middlewares ------------------------------------------------------------------
 
@@ -132,16 +111,19 @@ class Gateway:
         if request.method == "OPTIONS":
             response = web.Response(status=204)
         elif (wait := self.buckets.take(self._client(request))) > 0:
-            response = error_response(429, "RESOURCE_EXHAUSTED", "rate limit exceeded",
-                                      request_id,
-                                      headers={"Retry-After": str(max(1, round(wait)))})
+            response = error_response(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "rate limit exceeded",
+                request_id,
+                retry_after_s=wait,
+            )
         else:
             response = await self._answer(request, handler, request_id)
         response.headers["X-Request-Id"] = request_id
-        response.headers["Access-Control-Allow-Origin"] = self.cors_origin
-        if self.cors_origin != "*":
+        if self.cors_origin != ANY_ORIGIN:
             response.headers["Vary"] = "Origin"
-        response.headers.update(CORS_HEADERS)
+        response.headers.update(self.cors_headers)
         return response
 
     @staticmethod
@@ -151,46 +133,108 @@ class Gateway:
             return "t:" + hashlib.sha256(auth.encode()).hexdigest()[:24]
         return f"ip:{request.remote}"
 
-    async def _answer(self, request: web.Request, handler: Handler, request_id: str
-                      ) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, handler: Handler, request_id: str
+    ) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        path = route.canonical if route is not None else request.path
         try:
-            return await handler(request)
+            response = await handler(request)
+        except body.BodyRejected as exc:
+            return error_response(
+                exc.status, STATUS_OF_HTTP[exc.status], exc.message, request_id, "body"
+            )
         except ServiceError as exc:
-            return error_response(HTTP_OF.get(exc.code, 500), exc.code.name, exc.message,
-                                  request_id, exc.field)
+            status = HTTP_OF.get(exc.code, 500)
+            return error_response(
+                status,
+                exc.code.name,
+                exc.message,
+                request_id,
+                exc.field,
+                retry_hint_s(status, None),
+            )
         except grpc.aio.AioRpcError as exc:
-            field = dict(exc.trailing_metadata() or ()).get(FIELD_METADATA_KEY)
+            trailing = exc.trailing_metadata() or ()
+            field = str(dict(trailing).get(FIELD_METADATA_KEY) or "")
             status = HTTP_OF.get(exc.code(), 500)
             message = exc.details() or exc.code().name
-            if status >= 500:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._outage(path).failed(message)
+            elif status >= 500:
                 log.warning("request %s: %s %s", request_id, exc.code().name, message)
-            return error_response(status, exc.code().name, message, request_id,
-                                  str(field) if field else None)
+            if field and ROUTE_KEY in request:
+                field, message = _as_caller_names(request[ROUTE_KEY], field, message)
+            return error_response(
+                status,
+                exc.code().name,
+                message,
+                request_id,
+                field or None,
+                retry_hint_s(status, pushback_s(trailing)),
+            )
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return error_response(exc.status, STATUS_OF_HTTP.get(exc.status, "UNKNOWN"),
-                                  exc.reason, request_id)
+            return error_response(
+                exc.status, STATUS_OF_HTTP.get(exc.status, "UNKNOWN"), exc.reason, request_id
+            )
         except Exception:
             log.exception("request %s failed", request_id)
             return error_response(500, "INTERNAL", "internal error", request_id)
+        if (known := self.outages.get(path)) is not None:
+            known.succeeded()
+        return response
+
+    def _outage(self, path: str) -> OutageLog:
+        """The outage log of the service behind route ``path``, made at its first outage."""
+        if path not in self.outages:
+            self.outages[path] = OutageLog(f"the service of {path}", log)
+        return self.outages[path]
 
     # -- routes -----------------------------------------------------------------------
 
     def handler(self, route: Route) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
+            request[ROUTE_KEY] = route
             metadata: list[tuple[str, str]] = [("x-request-id", request[REQUEST_ID_KEY])]
             account = ""
             if route.auth:
                 token = bearer(request)
                 account = (await self.verifier.verify(token)).account
                 metadata.append(("authorization", f"Bearer {token}"))
+            elif route.operator:  # the service checks the operator credential itself
+                metadata.append(("authorization", f"Bearer {bearer(request)}"))
             message = await build_request(route, request, account)
             stub = self.factory.stub(STUBS[route.service], self.targets[route.service])
             reply = await getattr(stub, route.rpc)(message, metadata=tuple(metadata))
+            if route.rpc == "StartPlayback" and reply.session.manifest_urls:
+                session_id = reply.session.name.split("/", 1)[1]
+                reply.session.steered_manifest_url = steering.session_urls(
+                    steering.gateway_base(request), session_id
+                ).mpd
             return web.json_response(jsonmap.to_dict(reply))
 
         return handle
+
+
+def traced(route: Route, handler: Handler) -> Handler:
+    """``handler`` inside the request's SERVER span: the token check's and the RPC's spans
+    are its children, one trace per request."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        with http_server_span(route.method, route.path):
+            return await handler(request)
+
+    return handle
+
+
+def _as_caller_names(route: Route, field: str, message: str) -> tuple[str, str]:
+    """A service's refusal ("client_region: ...") in the names the caller sent."""
+    named = route.caller_field(field)
+    if message.startswith(f"{field}: "):
+        message = f"{named}: {message.removeprefix(f'{field}: ')}"
+    return named, message
 
 
 def bearer(request: web.Request) -> str:
@@ -201,14 +245,6 @@ def bearer(request: web.Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Authorization must be 'Bearer <token>'")
     return token.strip()
-
-
-def _parse_error_field(text: str) -> str:
-    for pattern in (r'no field named "(\w+)"', r"Failed to parse (\w+) field"):
-        match = re.search(pattern, text)
-        if match:
-            return match.group(1)
-    return "body"
 
 
 def _set_path(message: Message, path: str, value: str) -> None:
@@ -236,25 +272,17 @@ async def build_request(route: Route, request: web.Request, account: str) -> Mes
     """The RPC's request message from the body, path, query and caller."""
     message = route.request()
     if route.body and request.can_read_body:
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            raise InvalidArgument("body", f"larger than {MAX_BODY_BYTES} bytes")
-        try:
-            data = json.loads(await request.content.read(MAX_BODY_BYTES + 1) or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidArgument("body", "is not JSON") from exc
-        if not isinstance(data, dict):
-            raise InvalidArgument("body", "must be a JSON object")
         target = getattr(message, route.body_field) if route.body_field else message
-        try:
-            jsonmap.parse_dict(data, target)
-        except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-            raise InvalidArgument(_parse_error_field(str(exc)), str(exc)[:200]) from exc
+        body.fill(await body.read_json(request), target)
     for var, (path, fmt) in route.path_fields.items():
         _set_path(message, path, fmt.format(request.match_info[var], account=account))
     fields = route.request.DESCRIPTOR.fields_by_name
     for param, name in route.query.items():
-        if param in request.query:
-            setattr(message, name, _query_value(fields[name], param, request.query[param]))
+        values = request.query.getall(param, [])
+        if fields[name].is_repeated:  # `names=a&names=b`
+            getattr(message, name).extend(_query_value(fields[name], param, v) for v in values)
+        elif values:
+            setattr(message, name, _query_value(fields[name], param, values[0]))
     if route.account_field:
         setattr(message, route.account_field, account)
     if "request_id" in fields and not getattr(message, "request_id"):  # noqa: B009
@@ -264,6 +292,12 @@ async def build_request(route: Route, request: web.Request, account: str) -> Mes
 
 async def handle_openapi(request: web.Request) -> web.Response:
     return web.json_response(document())
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """The client layer's metrics (attempts, retries, hedges, breakers, bulkheads...) of
+    every call the gateway makes, in the Prometheus text format."""
+    return web.Response(body=render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def handle_health(request: web.Request) -> web.Response:
@@ -287,20 +321,27 @@ def readiness_handler(gateway: Gateway) -> Handler:
         states = await asyncio.gather(*(check(gateway.targets[n]) for n in names))
         services = dict(zip(names, states, strict=True))
         ready = all(state == "SERVING" for state in states)
-        return web.json_response({"ready": ready, "services": services},
-                                 status=200 if ready else 503)
+        return web.json_response(
+            {"ready": ready, "services": services}, status=200 if ready else 503
+        )
 
     return handle
 
 
 def build_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[gateway.edge_middleware],
-                          client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[gateway.edge_middleware], client_max_size=body.MAX_BODY_BYTES
+    )
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, gateway.handler(route))
+        app.router.add_route(route.method, route.path, traced(route, gateway.handler(route)))
+    app.router.add_get("/v1/sessions/{session}/manifest.mpd", gateway.manifests.manifest)
+    app.router.add_get("/v1/sessions/{session}/master.m3u8", gateway.manifests.playlist)
+    app.router.add_get("/v1/sessions/{session}/steering", gateway.manifests.steering)
     app.router.add_get("/openapi.json", handle_openapi)
     app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/readyz", readiness_handler(gateway))
+    webapp.mount(app)
     return app
 
 
@@ -309,33 +350,46 @@ def targets_from(args: argparse.Namespace) -> dict[str, str]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from services.common.server import wait_for_termination_signal
+    from kernel.rpc.server import wait_for_termination_signal
 
-    factory = ChannelFactory()
+    factory = RpcChannelFactory()
     verifier = TokenVerifier(identity_key_loader(factory, args.identity_target))
-    gateway = Gateway(factory, targets_from(args), verifier, args.rate, args.burst,
-                      args.cors_origin)
+    gateway = Gateway(
+        factory, targets_from(args), verifier, args.rate, args.burst, args.cors_origin
+    )
     runner = web.AppRunner(build_app(gateway))
     await runner.setup()
+    size = workers.count(args.workers)
     try:
-        site = web.TCPSite(runner, args.host, args.port)
+        # a kick-off's 2,000 connections in a second queue for accept() (as the data plane's
+        # server lets them, kernel/http/server.py): past aiohttp's 128 the kernel drops a
+        # SYN, and the viewer's client sends it again only a second later
+        site = web.TCPSite(
+            runner, args.host, args.port, backlog=LISTEN_BACKLOG, reuse_port=size > 1
+        )
         await site.start()
         port = runner.addresses[0][1]  # the bound port, also when --port 0
-        settle_heap()
-        print(f"gateway: http://{args.host}:{port}", flush=True)
-        await wait_for_termination_signal()
+        async with workers.group(size, port) as group:
+            settle_heap()
+            print(f"gateway: http://{args.host}:{port}", flush=True)
+            await group.serve(wait_for_termination_signal())
     finally:
         await runner.cleanup()
+        await gateway.manifests.close()
         await factory.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = parser_for("gateway")
-    parser.set_defaults(port=int(os.environ.get("LIVEMESH_GATEWAY_PORT", DEFAULT_PORT)))
-    parser.add_argument("--rate", type=float, default=50.0, help="requests/s per client")
-    parser.add_argument("--burst", type=float, default=100.0, help="burst per client")
-    parser.add_argument("--cors-origin", default="*", help="allowed browser origin")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LIVEMESH_LOG_LEVEL", "INFO"))
-    run(serve(args))
+    parser = argparse.ArgumentParser(prog="livemesh gateway", description="the HTTP/JSON gateway")
+    settings = parse(GatewaySettings, argv, parser)[0].settings
+    logging.basicConfig(level=settings.log_level)
+    tracing = start_tracing("gateway", settings)
+    # serve() still reads an argparse-style namespace: the same names as the settings
+    try:
+        run(serve(argparse.Namespace(**settings.model_dump())), settings.uvloop)
+    except workers.WorkerDied as exc:
+        parser.exit(1, f"{parser.prog}: {exc}\n")
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # the last batch of spans leaves before the process does
     return 0

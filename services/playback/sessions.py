@@ -1,9 +1,5 @@
-"""Playback sessions in Redis, written in batches.
-
-==============================  ===========================================
-``lm:pb:s:{session_id}``        the PlaybackSession (protobuf binary), TTL 3 heartbeats
-``lm:pb:req:{request_id}``      session id a StartPlayback created (24 h)
-==============================  ===========================================
+"""Playback sessions in Redis, written in batches (keys: :mod:`kernel.keys`; a session's
+TTL is 3 heartbeats).
 
 Every press play writes its session before it answers (a heartbeat right after must
 find it). One ``SET`` per call cost ~110 µs of redis-py's Python per command, and a
@@ -29,10 +25,9 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from google.protobuf import json_format
 
+from kernel.keys import playback_request, playback_session
 from livemesh.playback.v1 import playback_pb2 as pb
 
-SESSION_KEY = "lm:pb:s:{}"
-REQUEST_KEY = "lm:pb:req:{}"
 REQUEST_TTL_S = 24 * 3600
 
 Write = tuple[str, bytes, int]  # key, value, TTL in seconds
@@ -102,14 +97,13 @@ class SessionStore:
     async def save(self, session: pb.PlaybackSession, ttl_s: int, request_id: str = "") -> None:
         """Store ``session`` (and, with ``request_id``, that this request created it)."""
         session_id = session.name.split("/", 1)[1]
-        writes: list[Write] = [(SESSION_KEY.format(session_id), session.SerializeToString(),
-                                ttl_s)]
+        writes: list[Write] = [(playback_session(session_id), session.SerializeToString(), ttl_s)]
         if request_id:
-            writes.append((REQUEST_KEY.format(request_id), session_id.encode(), REQUEST_TTL_S))
+            writes.append((playback_request(request_id), session_id.encode(), REQUEST_TTL_S))
         await self.writer.set(writes)
 
     async def load(self, session_id: str) -> pb.PlaybackSession | None:
-        raw = await self.redis.get(SESSION_KEY.format(session_id))
+        raw = await self.redis.get(playback_session(session_id))
         if raw is None:
             return None
         # written as JSON by an earlier version (a binary record starts with field 1's tag)
@@ -119,7 +113,7 @@ class SessionStore:
 
     async def created_by(self, request_id: str) -> str | None:
         """The id of the session a StartPlayback with ``request_id`` created, if any."""
-        raw = await self.redis.get(REQUEST_KEY.format(request_id))
+        raw = await self.redis.get(playback_request(request_id))
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def close(self) -> None:

@@ -9,29 +9,41 @@ when nothing has been watched anywhere yet, the catalog's editorial order does.
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 import grpc
 
+from kernel.config import RecommendSettings
+from kernel.rpc import access, validate
+from kernel.rpc.auth import TokenVerifier, bearer_metadata, bearer_token, identity_key_loader
+from kernel.rpc.clients import RpcChannelFactory
+from kernel.rpc.errors import ServiceError
+from kernel.rpc.process import Service, connect_redis, service_main
+from kernel.rpc.server import ServiceSpec
 from livemesh.catalog.v1 import catalog_pb2
 from livemesh.profile.v1 import profile_pb2, profile_pb2_grpc
 from livemesh.recommend.v1 import recommend_pb2 as pb
 from livemesh.recommend.v1 import recommend_pb2_grpc as pb_grpc
 from services.catalog.seed import demo_titles
-from services.common import validate
-from services.common.auth import TokenVerifier, bearer_metadata, bearer_token, identity_key_loader
-from services.common.clients import ChannelFactory
-from services.common.errors import ServiceError
-from services.common.process import Service, connect_redis, service_main
-from services.common.server import ServiceSpec
 from services.recommend import model
 
 log = logging.getLogger(__name__)
-EDITORIAL = [t.name for t in demo_titles() if t.kind in (
-    catalog_pb2.TITLE_KIND_MOVIE, catalog_pb2.TITLE_KIND_SERIES, catalog_pb2.TITLE_KIND_LIVE_EVENT)]
-PASS_THROUGH = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND,
-                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT}
+EDITORIAL = [
+    t.name
+    for t in demo_titles()
+    if t.kind
+    in (
+        catalog_pb2.TITLE_KIND_MOVIE,
+        catalog_pb2.TITLE_KIND_SERIES,
+        catalog_pb2.TITLE_KIND_LIVE_EVENT,
+    )
+]
+PASS_THROUGH = {
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+}
 
 
 class _Passed(ServiceError):
@@ -43,8 +55,13 @@ class _Passed(ServiceError):
 
 
 class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
-    def __init__(self, redis_url: str, verifier: TokenVerifier, factory: ChannelFactory,
-                 profile_target: str) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        verifier: TokenVerifier,
+        factory: RpcChannelFactory,
+        profile_target: str,
+    ) -> None:
         self.redis = connect_redis(redis_url)
         self.verifier = verifier
         self.factory = factory
@@ -65,6 +82,7 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
             return None
         return [v.title for v in reply.views]
 
+    @access.viewer
     async def ListRecommendations(
         self, request: pb.ListRecommendationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRecommendationsResponse:
@@ -76,13 +94,21 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
         history = await self._history(request.parent, token)
         seen = set(history or [])
         picks = await model.co_watched(self.redis, history or [], size)
-        out = [pb.Recommendation(title=p.title, score=p.score, reason=pb.REASON_WATCHED_TOGETHER,
-                                 because_of=p.because_of) for p in picks]
+        out = [
+            pb.Recommendation(
+                title=p.title,
+                score=p.score,
+                reason=pb.REASON_WATCHED_TOGETHER,
+                because_of=p.because_of,
+            )
+            for p in picks
+        ]
         chosen = seen | {p.title for p in picks}
         if len(out) < size:
             for p in await model.popular(self.redis, size - len(out), chosen):
-                out.append(pb.Recommendation(title=p.title, score=p.score,
-                                             reason=pb.REASON_POPULAR))
+                out.append(
+                    pb.Recommendation(title=p.title, score=p.score, reason=pb.REASON_POPULAR)
+                )
                 chosen.add(p.title)
         for name in EDITORIAL:
             if len(out) >= size:
@@ -94,24 +120,35 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
 
 
 class RecommendationService(Service):
-    def __init__(self, redis_url: str, verifier: TokenVerifier, factory: ChannelFactory,
-                 profile_target: str) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        verifier: TokenVerifier,
+        factory: RpcChannelFactory,
+        profile_target: str,
+    ) -> None:
         self.servicer = RecommendationServicer(redis_url, verifier, factory, profile_target)
 
     def specs(self) -> list[ServiceSpec]:
-        return [ServiceSpec(
-            pb.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
-            self.servicer, pb_grpc.add_RecommendationServiceServicer_to_server,
-        )]
+        return [
+            ServiceSpec(
+                pb.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
+                self.servicer,
+                pb_grpc.add_RecommendationServiceServicer_to_server,
+                viewers=self.servicer.verifier,
+            )
+        ]
 
     async def close(self) -> None:
         await self.servicer.redis.aclose()
 
 
-async def build(args: argparse.Namespace, factory: ChannelFactory) -> Service:
-    verifier = TokenVerifier(identity_key_loader(factory, args.identity_target))
-    return RecommendationService(args.redis_url, verifier, factory, args.profile_target)
+async def build(settings: RecommendSettings, factory: RpcChannelFactory) -> Service:
+    verifier = TokenVerifier(identity_key_loader(factory, settings.identity_target))
+    return RecommendationService(
+        settings.required_redis_url(), verifier, factory, settings.profile_target
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service_main("recommend", argv, build, needs_redis=True)
+    return service_main(RecommendSettings, argv, build, needs_redis=True)

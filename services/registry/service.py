@@ -9,7 +9,6 @@ watcher's queue; a watcher too slow to keep ``WATCH_QUEUE`` changes is cut off
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import math
@@ -19,15 +18,16 @@ from dataclasses import dataclass
 
 import grpc
 
+from kernel.config import DEFAULT_HEARTBEAT_INTERVAL_S as DEFAULT_INTERVAL_S
+from kernel.config import RegistrySettings
+from kernel.rpc import access, validate
+from kernel.rpc.clients import RpcChannelFactory
+from kernel.rpc.errors import InvalidArgument, NotFound, Unavailable
+from kernel.rpc.process import Service, service_main
+from kernel.rpc.server import ServiceSpec
 from livemesh.registry.v1 import registry_pb2 as pb
 from livemesh.registry.v1 import registry_pb2_grpc as pb_grpc
-from services.common import validate
-from services.common.clients import ChannelFactory
-from services.common.errors import InvalidArgument, NotFound, Unavailable
-from services.common.process import Service, service_main
-from services.common.server import ServiceSpec
 
-DEFAULT_INTERVAL_S = 5
 MAX_INTERVAL_S = 3600
 MISSED_HEARTBEATS = 3
 WATCH_QUEUE = 1000
@@ -57,7 +57,8 @@ class Registry:
     """The instances, their expiry, and the watchers."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic,
+        self,
+        clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         default_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
@@ -141,7 +142,8 @@ class Registry:
 
     def instances(self, service: str = "", serving_only: bool = False) -> list[pb.Instance]:
         found = [
-            e.instance for _, e in sorted(self._entries.items())
+            e.instance
+            for _, e in sorted(self._entries.items())
             if (not service or e.instance.service == service)
             and (not serving_only or e.instance.health == pb.HEALTH_SERVING)
         ]
@@ -197,6 +199,18 @@ def _validate_instance(instance: pb.Instance) -> None:
         raise InvalidArgument("instance.labels", "at most 64 labels")
 
 
+# why the registry's reads are open
+_DIRECTORY = (
+    "where serving instances are: edges' addresses are handed to every viewer anyway, and "
+    "every process resolves its dependencies here before it holds any credential"
+)
+
+
+def _instance_id(request: pb.HeartbeatRequest | pb.DeregisterInstanceRequest) -> str:
+    """The node a heartbeat or a deregistration speaks for."""
+    return request.name.removeprefix("instances/")
+
+
 def _instance_name(name: str) -> str:
     validate.parse_name(name, "name", "instances")
     return name
@@ -206,6 +220,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
+    @access.node(lambda request: request.instance.instance_id)
     async def RegisterInstance(
         self, request: pb.RegisterInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.RegisterInstanceResponse:
@@ -215,6 +230,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         validate.request_id(request.request_id)
         return pb.RegisterInstanceResponse(instance=self.registry.register(request.instance))
 
+    @access.node(_instance_id)
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.HeartbeatResponse:
@@ -225,6 +241,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         _check_content(list(request.content), "content")
         return pb.HeartbeatResponse(instance=self.registry.heartbeat(request))
 
+    @access.node(_instance_id)
     async def DeregisterInstance(
         self, request: pb.DeregisterInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeregisterInstanceResponse:
@@ -232,11 +249,13 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         validate.request_id(request.request_id)
         return pb.DeregisterInstanceResponse()
 
+    @access.public(_DIRECTORY)
     async def GetInstance(
         self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetInstanceResponse:
         return pb.GetInstanceResponse(instance=self.registry.get(_instance_name(request.name)))
 
+    @access.public(_DIRECTORY)
     async def ListInstances(
         self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListInstancesResponse:
@@ -250,6 +269,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             next_page_token=validate.next_offset_token(offset, size, len(found)),
         )
 
+    @access.public(_DIRECTORY)
     async def ResolveInstances(
         self, request: pb.ResolveInstancesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResolveInstancesResponse:
@@ -258,6 +278,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             instances=self.registry.instances(request.service, serving_only=True)
         )
 
+    @access.public(_DIRECTORY)
     async def WatchInstances(
         self, request: pb.WatchInstancesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchInstancesResponse]:
@@ -280,10 +301,13 @@ class RegistryService(Service):
         self._sweeper: asyncio.Task[None] | None = None
 
     def specs(self) -> list[ServiceSpec]:
-        return [ServiceSpec(
-            pb.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-            RegistryServicer(self.registry), pb_grpc.add_RegistryServiceServicer_to_server,
-        )]
+        return [
+            ServiceSpec(
+                pb.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+                RegistryServicer(self.registry),
+                pb_grpc.add_RegistryServiceServicer_to_server,
+            )
+        ]
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self.registry.sweep_forever())
@@ -295,14 +319,9 @@ class RegistryService(Service):
                 await self._sweeper
 
 
-async def build(args: argparse.Namespace, factory: ChannelFactory) -> Service:
-    return RegistryService(args.default_heartbeat_interval)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--default-heartbeat-interval", type=float, default=DEFAULT_INTERVAL_S,
-                        help="seconds, for instances that do not name theirs")
+async def build(settings: RegistrySettings, factory: RpcChannelFactory) -> Service:
+    return RegistryService(settings.default_heartbeat_interval)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return service_main("registry", argv, build, add_arguments)
+    return service_main(RegistrySettings, argv, build)

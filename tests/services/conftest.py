@@ -2,27 +2,53 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from services.common.auth import TokenVerifier, identity_key_loader
-from services.common.clients import ChannelFactory
-from services.common.errors import FIELD_METADATA_KEY
-from services.common.process import Service, serve
-from services.common.server import RunningServer
+from kernel.rpc.auth import TokenVerifier, identity_key_loader
+from kernel.rpc.clients import RpcChannelFactory
+from kernel.rpc.errors import FIELD_METADATA_KEY
+from kernel.rpc.process import Service, serve
+from kernel.rpc.server import RunningServer
+from tests.db_helpers import fresh_postgres
 
 Start = Callable[[Service], Awaitable[RunningServer]]
+Metadata = tuple[tuple[str, str], ...]
+
+
+class Presenting:
+    """A stub whose every call presents ``metadata`` (a credential), as a caller holding
+    one does."""
+
+    def __init__(self, stub: Any, metadata: Metadata) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        return functools.partial(getattr(self._stub, name), metadata=self._metadata)
 
 
 @pytest.fixture
-async def factory() -> AsyncIterator[ChannelFactory]:
-    made = ChannelFactory()
+async def factory() -> AsyncIterator[RpcChannelFactory]:
+    made = RpcChannelFactory()
     yield made
     await made.close()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def any_database(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[str]:
+    """An empty database of each engine livemesh runs on."""
+    if request.param == "sqlite":
+        yield database_url
+        return
+    async with fresh_postgres() as url:
+        yield url
 
 
 @pytest.fixture
@@ -77,25 +103,28 @@ SignUp = Callable[[str], Awaitable[Viewer]]
 
 
 @pytest.fixture
-async def identity(start: Start, redis: aioredis.Redis, redis_url: str) -> RunningServer:
+async def identity(start: Start, redis: aioredis.Redis, database_url: str) -> RunningServer:
     from services.identity.service import IdentityService
 
-    return await start(IdentityService(redis_url))
+    return await start(IdentityService(database_url))
 
 
 @pytest.fixture
-def verifier(identity: RunningServer, factory: ChannelFactory) -> TokenVerifier:
+def verifier(identity: RunningServer, factory: RpcChannelFactory) -> TokenVerifier:
     return TokenVerifier(identity_key_loader(factory, identity.target))
 
 
 @pytest.fixture
-def sign_up(identity: RunningServer, factory: ChannelFactory) -> SignUp:
+def sign_up(identity: RunningServer, factory: RpcChannelFactory) -> SignUp:
     from livemesh.identity.v1 import identity_pb2, identity_pb2_grpc
 
     async def make(email: str) -> Viewer:
         stub = factory.stub(identity_pb2_grpc.IdentityServiceStub, identity.target)
-        reply = await stub.SignUp(identity_pb2.SignUpRequest(
-            email=email, password="correct horse battery", display_name=email.split("@")[0]))
+        reply = await stub.SignUp(
+            identity_pb2.SignUpRequest(
+                email=email, password="correct horse battery", display_name=email.split("@")[0]
+            )
+        )
         return Viewer(reply.account.name, reply.access_token)
 
     return make

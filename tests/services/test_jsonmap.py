@@ -1,4 +1,4 @@
-"""services.common.jsonmap gives exactly what json_format gives, for every livemesh message."""
+"""kernel.rpc.jsonmap gives exactly what json_format gives, for every livemesh message."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kernel.rpc import jsonmap
 from livemesh.catalog.v1 import catalog_pb2
 from livemesh.channels.v1 import channels_pb2
 from livemesh.identity.v1 import identity_pb2
@@ -19,10 +20,17 @@ from livemesh.profile.v1 import profile_pb2
 from livemesh.recommend.v1 import recommend_pb2
 from livemesh.registry.v1 import registry_pb2
 from livemesh.search.v1 import search_pb2
-from services.common import jsonmap
 
-MODULES = (catalog_pb2, channels_pb2, identity_pb2, playback_pb2, profile_pb2, recommend_pb2,
-           registry_pb2, search_pb2)
+MODULES = (
+    catalog_pb2,
+    channels_pb2,
+    identity_pb2,
+    playback_pb2,
+    profile_pb2,
+    recommend_pb2,
+    registry_pb2,
+    search_pb2,
+)
 CLASSES: list[type[Message]] = [
     getattr(module, name) for module in MODULES for name in module.DESCRIPTOR.message_types_by_name
 ]
@@ -30,11 +38,13 @@ INT_RANGES = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1), FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
     FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
     FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
     FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1), FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
 TEXT = st.text(max_size=8)
 
@@ -103,8 +113,12 @@ def test_to_dict_is_message_to_dict(message: Message) -> None:
 
 
 JSON_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False),
-    st.text(max_size=6), st.lists(st.text(max_size=3), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.text(max_size=6),
+    st.lists(st.text(max_size=3), max_size=2),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
@@ -134,7 +148,10 @@ def test_parse_dict_is_json_format_parse_dict(case: tuple[type[Message], dict[st
 
 def test_the_press_play_messages_take_the_fast_way() -> None:
     assert jsonmap._plan(playback_pb2.StartPlaybackResponse.DESCRIPTOR) is not None
-    request = jsonmap.parse_dict({"content": "channels/demo", "clientRegion": "eu-west",
-                                  "maxUrls": 3}, playback_pb2.StartPlaybackRequest())
+    request = jsonmap.parse_dict(
+        {"content": "channels/demo", "clientRegion": "eu-west", "maxUrls": 3},
+        playback_pb2.StartPlaybackRequest(),
+    )
     assert request == playback_pb2.StartPlaybackRequest(
-        content="channels/demo", client_region="eu-west", max_urls=3)
+        content="channels/demo", client_region="eu-west", max_urls=3
+    )

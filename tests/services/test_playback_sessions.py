@@ -10,9 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from kernel.rpc import jsonmap
+from kernel.rpc.process import connect_redis
 from livemesh.playback.v1 import playback_pb2 as pb
-from services.common import jsonmap
-from services.common.process import connect_redis
 from services.playback.sessions import BatchedWriter, SessionStore
 
 
@@ -24,9 +24,13 @@ async def store(redis: aioredis.Redis, redis_url: str) -> AsyncIterator[SessionS
 
 
 def session(n: int) -> pb.PlaybackSession:
-    return pb.PlaybackSession(name=f"playbackSessions/s{n}", account="accounts/a",
-                              content="channels/demo", state=pb.SESSION_STATE_PLAYING,
-                              manifest_urls=[pb.ManifestUrl(url=f"http://e/{n}", rank=1)])
+    return pb.PlaybackSession(
+        name=f"playbackSessions/s{n}",
+        account="accounts/a",
+        content="channels/demo",
+        state=pb.SESSION_STATE_PLAYING,
+        manifest_urls=[pb.ManifestUrl(url=f"http://e/{n}", rank=1)],
+    )
 
 
 async def test_concurrent_saves_share_pipelines_and_each_waits_for_its_own(
@@ -58,8 +62,9 @@ async def test_a_cancelled_caller_cancels_only_its_wait(
 async def test_a_failed_pipeline_fails_every_caller_of_its_batch(redis_url: str) -> None:
     unreachable = connect_redis("redis://127.0.0.1:1/0", decode=False)
     writer = BatchedWriter(unreachable)
-    results = await asyncio.gather(*(writer.set([(f"k{n}", b"v", 5)]) for n in range(3)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(writer.set([(f"k{n}", b"v", 5)]) for n in range(3)), return_exceptions=True
+    )
     assert all(isinstance(r, redis.exceptions.ConnectionError) for r in results)
     await unreachable.aclose()
 

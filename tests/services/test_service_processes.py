@@ -11,14 +11,20 @@ import sys
 import aiohttp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.clients import ChannelFactory
+from kernel.rpc.clients import RpcChannelFactory
 
 
-async def launch(*args: str, env: dict[str, str] | None = None
-                 ) -> tuple[asyncio.subprocess.Process, str]:
+async def launch(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "livemesh.cli", *args, stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})})
+        sys.executable,
+        "-m",
+        "command.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
     assert process.stdout is not None
     async with asyncio.timeout(20):
         line = (await process.stdout.readline()).decode().strip()
@@ -34,13 +40,15 @@ async def stop(process: asyncio.subprocess.Process) -> int:
 
 
 async def test_registry_and_catalog_processes_serve_health_and_stop_on_sigterm(
-    factory: ChannelFactory,
+    factory: RpcChannelFactory,
 ) -> None:
     registry, registry_addr = await launch("registry", "--port", "0")
     catalog, catalog_addr = await launch("catalog", "--port", "0")
     try:
-        for address, service in ((registry_addr, "livemesh.registry.v1.RegistryService"),
-                                 (catalog_addr, "livemesh.catalog.v1.CatalogService")):
+        for address, service in (
+            (registry_addr, "livemesh.registry.v1.RegistryService"),
+            (catalog_addr, "livemesh.catalog.v1.CatalogService"),
+        ):
             health = health_pb2_grpc.HealthStub(factory.channel(address))
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -10,21 +10,30 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kernel.rpc.auth import ALGORITHM, AUDIENCE, ISSUER, TokenVerifier
+from kernel.rpc.errors import Unauthenticated
 from livemesh.identity.v1 import identity_pb2
-from services.common.auth import ALGORITHM, AUDIENCE, ISSUER, TokenVerifier
-from services.common.errors import Unauthenticated
 
 
 def _key(kid: str) -> tuple[Ed25519PrivateKey, identity_pb2.SigningKey]:
     private = Ed25519PrivateKey.generate()
-    pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, identity_pb2.SigningKey(key_id=kid, public_key_pem=pem)
 
 
 def _token(private: Ed25519PrivateKey, kid: str, exp: int, sub: str = "accounts/a") -> str:
-    claims = {"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": exp - 3600, "exp": exp,
-              "ent": ["live"]}
+    claims = {
+        "sub": sub,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": exp - 3600,
+        "exp": exp,
+        "ent": ["live"],
+    }
     return jwt.encode(claims, private, algorithm=ALGORITHM, headers={"kid": kid})
 
 

@@ -102,3 +102,17 @@ class ListTitlesResponse(_message.Message):
     titles: _containers.RepeatedCompositeFieldContainer[Title]
     next_page_token: str
     def __init__(self, titles: _Optional[_Iterable[_Union[Title, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CreateTitleRequest(_message.Message):
+    __slots__ = ("title_id", "title")
+    TITLE_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    title_id: str
+    title: Title
+    def __init__(self, title_id: _Optional[str] = ..., title: _Optional[_Union[Title, _Mapping]] = ...) -> None: ...
+
+class CreateTitleResponse(_message.Message):
+    __slots__ = ("title",)
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    title: Title
+    def __init__(self, title: _Optional[_Union[Title, _Mapping]] = ...) -> None: ...

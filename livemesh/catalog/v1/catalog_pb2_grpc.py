@@ -5,7 +5,7 @@ import warnings
 
 from livemesh.catalog.v1 import catalog_pb2 as livemesh_dot_catalog_dot_v1_dot_catalog__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class CatalogServiceStub:
-    """Reads the catalog. Writes happen through the seed and the content pipeline.
+    """Reads the catalog; operators add titles as the content pipeline publishes them.
     """
 
     def __init__(self, channel):
@@ -50,10 +50,15 @@ class CatalogServiceStub:
                 request_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.ListTitlesRequest.SerializeToString,
                 response_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.ListTitlesResponse.FromString,
                 _registered_method=True)
+        self.CreateTitle = channel.unary_unary(
+                '/livemesh.catalog.v1.CatalogService/CreateTitle',
+                request_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleRequest.SerializeToString,
+                response_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
-    """Reads the catalog. Writes happen through the seed and the content pipeline.
+    """Reads the catalog; operators add titles as the content pipeline publishes them.
     """
 
     def GetTitle(self, request, context):
@@ -77,6 +82,14 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTitle(self, request, context):
+        """Adds a movie or an episode once its media is published (operators only);
+        ALREADY_EXISTS when the name is taken, since a title's media never changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     request_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.ListTitlesRequest.FromString,
                     response_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.ListTitlesResponse.SerializeToString,
             ),
+            'CreateTitle': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTitle,
+                    request_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleRequest.FromString,
+                    response_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'livemesh.catalog.v1.CatalogService', rpc_method_handlers)
@@ -104,7 +122,7 @@ def add_CatalogServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CatalogService:
-    """Reads the catalog. Writes happen through the seed and the content pipeline.
+    """Reads the catalog; operators add titles as the content pipeline publishes them.
     """
 
     @staticmethod
@@ -178,6 +196,33 @@ class CatalogService:
             '/livemesh.catalog.v1.CatalogService/ListTitles',
             livemesh_dot_catalog_dot_v1_dot_catalog__pb2.ListTitlesRequest.SerializeToString,
             livemesh_dot_catalog_dot_v1_dot_catalog__pb2.ListTitlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTitle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livemesh.catalog.v1.CatalogService/CreateTitle',
+            livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleRequest.SerializeToString,
+            livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,7 @@ import warnings
 
 from livemesh.channels.v1 import channels_pb2 as livemesh_dot_channels_dot_v1_dot_channels__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

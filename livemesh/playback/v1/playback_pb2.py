@@ -23,33 +23,48 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from livemesh.registry.v1 import registry_pb2 as livemesh_dot_registry_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#livemesh/playback/v1/playback.proto\x12\x14livemesh.playback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"g\n\x0bManifestUrl\x12\x10\n\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n\x08instance\x18\x02 \x01(\tR\x08instance\x12\x16\n\x06region\x18\x03 \x01(\tR\x06region\x12\x12\n\x04rank\x18\x04 \x01(\x05R\x04rank\"\xd7\x03\n\x0fPlaybackSession\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07\x61\x63\x63ount\x18\x02 \x01(\tR\x07\x61\x63\x63ount\x12\x18\n\x07profile\x18\x03 \x01(\tR\x07profile\x12\x18\n\x07\x63ontent\x18\x04 \x01(\tR\x07\x63ontent\x12\x46\n\rmanifest_urls\x18\x05 \x03(\x0b\x32!.livemesh.playback.v1.ManifestUrlR\x0cmanifestUrls\x12\x38\n\x05state\x18\x06 \x01(\x0e\x32\".livemesh.playback.v1.SessionStateR\x05state\x12\x1f\n\x0bposition_ms\x18\x07 \x01(\x03R\npositionMs\x12<\n\x1aheartbeat_interval_seconds\x18\x08 \x01(\x05R\x18heartbeatIntervalSeconds\x12\x46\n\x11token_expire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0ftokenExpireTime\x12\x39\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\"\xa9\x01\n\x14StartPlaybackRequest\x12\x18\n\x07\x63ontent\x18\x01 \x01(\tR\x07\x63ontent\x12\x18\n\x07profile\x18\x02 \x01(\tR\x07profile\x12#\n\rclient_region\x18\x03 \x01(\tR\x0c\x63lientRegion\x12\x19\n\x08max_urls\x18\x04 \x01(\x05R\x07maxUrls\x12\x1d\n\nrequest_id\x18\x05 \x01(\tR\trequestId\"X\n\x15StartPlaybackResponse\x12?\n\x07session\x18\x01 \x01(\x0b\x32%.livemesh.playback.v1.PlaybackSessionR\x07session\"\x89\x01\n\x18HeartbeatPlaybackRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n\x0bposition_ms\x18\x02 \x01(\x03R\npositionMs\x12\x38\n\x05state\x18\x03 \x01(\x0e\x32\".livemesh.playback.v1.SessionStateR\x05state\"\\\n\x19HeartbeatPlaybackResponse\x12?\n\x07session\x18\x01 \x01(\x0b\x32%.livemesh.playback.v1.PlaybackSessionR\x07session\"H\n\x13StopPlaybackRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"W\n\x14StopPlaybackResponse\x12?\n\x07session\x18\x01 \x01(\x0b\x32%.livemesh.playback.v1.PlaybackSessionR\x07session*\x98\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATE_PLAYING\x10\x01\x12\x18\n\x14SESSION_STATE_PAUSED\x10\x02\x12\x1b\n\x17SESSION_STATE_BUFFERING\x10\x03\x12\x17\n\x13SESSION_STATE_ENDED\x10\x04\x32\xd8\x02\n\x0fPlaybackService\x12h\n\rStartPlayback\x12*.livemesh.playback.v1.StartPlaybackRequest\x1a+.livemesh.playback.v1.StartPlaybackResponse\x12t\n\x11HeartbeatPlayback\x12..livemesh.playback.v1.HeartbeatPlaybackRequest\x1a/.livemesh.playback.v1.HeartbeatPlaybackResponse\x12\x65\n\x0cStopPlayback\x12).livemesh.playback.v1.StopPlaybackRequest\x1a*.livemesh.playback.v1.StopPlaybackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#livemesh/playback/v1/playback.proto\x12\x14livemesh.playback.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#livemesh/registry/v1/registry.proto\"g\n\x0bManifestUrl\x12\x10\n\x03url\x18\x01 \x01(\tR\x03url\x12\x1a\n\x08instance\x18\x02 \x01(\tR\x08instance\x12\x16\n\x06region\x18\x03 \x01(\tR\x06region\x12\x12\n\x04rank\x18\x04 \x01(\x05R\x04rank\"\xb5\x04\n\x0fPlaybackSession\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07\x61\x63\x63ount\x18\x02 \x01(\tR\x07\x61\x63\x63ount\x12\x18\n\x07profile\x18\x03 \x01(\tR\x07profile\x12\x18\n\x07\x63ontent\x18\x04 \x01(\tR\x07\x63ontent\x12\x46\n\rmanifest_urls\x18\x05 \x03(\x0b\x32!.livemesh.playback.v1.ManifestUrlR\x0cmanifestUrls\x12\x38\n\x05state\x18\x06 \x01(\x0e\x32\".livemesh.playback.v1.SessionStateR\x05state\x12\x1f\n\x0bposition_ms\x18\x07 \x01(\x03R\npositionMs\x12<\n\x1aheartbeat_interval_seconds\x18\x08 \x01(\x05R\x18heartbeatIntervalSeconds\x12\x46\n\x11token_expire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0ftokenExpireTime\x12\x39\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x30\n\x14steered_manifest_url\x18\x0b \x01(\tR\x12steeredManifestUrl\x12*\n\x11target_latency_ms\x18\x0c \x01(\x05R\x0ftargetLatencyMs\"\xa9\x01\n\x14StartPlaybackRequest\x12\x18\n\x07\x63ontent\x18\x01 \x01(\tR\x07\x63ontent\x12\x18\n\x07profile\x18\x02 \x01(\tR\x07profile\x12#\n\rclient_region\x18\x03 \x01(\tR\x0c\x63lientRegion\x12\x19\n\x08max_urls\x18\x04 \x01(\x05R\x07maxUrls\x12\x1d\n\nrequest_id\x18\x05 \x01(\tR\trequestId\"X\n\x15StartPlaybackResponse\x12?\n\x07session\x18\x01 \x01(\x0b\x32%.livemesh.playback.v1.PlaybackSessionR\x07session\"\x89\x01\n\x18HeartbeatPlaybackRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n\x0bposition_ms\x18\x02 \x01(\x03R\npositionMs\x12\x38\n\x05state\x18\x03 \x01(\x0e\x32\".livemesh.playback.v1.SessionStateR\x05state\"\\\n\x19HeartbeatPlaybackResponse\x12?\n\x07session\x18\x01 \x01(\x0b\x32%.livemesh.playback.v1.PlaybackSessionR\x07session\"H\n\x13StopPlaybackRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"W\n\x14StopPlaybackResponse\x12?\n\x07session\x18\x01 \x01(\x0b\x32%.livemesh.playback.v1.PlaybackSessionR\x07session\"(\n\x12GetSteeringRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"\x89\x01\n\x13GetSteeringResponse\x12\x46\n\rmanifest_urls\x18\x01 \x03(\x0b\x32!.livemesh.playback.v1.ManifestUrlR\x0cmanifestUrls\x12*\n\x11target_latency_ms\x18\x02 \x01(\x05R\x0ftargetLatencyMs\"\x9a\x02\n\tQoeWindow\x12\x39\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x18\n\x07seconds\x18\x02 \x01(\x05R\x07seconds\x12\x1a\n\x08requests\x18\x03 \x01(\x03R\x08requests\x12\x14\n\x05score\x18\x04 \x01(\x01R\x05score\x12%\n\x0erebuffer_ratio\x18\x05 \x01(\x01R\rrebufferRatio\x12\x1d\n\nstartup_ms\x18\x06 \x01(\x01R\tstartupMs\x12\x1d\n\nerror_rate\x18\x07 \x01(\x01R\terrorRate\x12!\n\x0c\x62itrate_kbps\x18\x08 \x01(\x01R\x0b\x62itrateKbps\"\xc1\x01\n\x04\x45\x64ge\x12:\n\x08instance\x18\x01 \x01(\x0b\x32\x1e.livemesh.registry.v1.InstanceR\x08instance\x12;\n\tqoe_state\x18\x02 \x01(\x0e\x32\x1e.livemesh.playback.v1.QoeStateR\x08qoeState\x12@\n\x0bqoe_windows\x18\x03 \x03(\x0b\x32\x1f.livemesh.playback.v1.QoeWindowR\nqoeWindows\"\x12\n\x10ListEdgesRequest\"E\n\x11ListEdgesResponse\x12\x30\n\x05\x65\x64ges\x18\x01 \x03(\x0b\x32\x1a.livemesh.playback.v1.EdgeR\x05\x65\x64ges*\x98\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATE_PLAYING\x10\x01\x12\x18\n\x14SESSION_STATE_PAUSED\x10\x02\x12\x1b\n\x17SESSION_STATE_BUFFERING\x10\x03\x12\x17\n\x13SESSION_STATE_ENDED\x10\x04*l\n\x08QoeState\x12\x19\n\x15QOE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11QOE_STATE_HEALTHY\x10\x01\x12\x15\n\x11QOE_STATE_DEMOTED\x10\x02\x12\x17\n\x13QOE_STATE_PROBATION\x10\x03\x32\x9a\x04\n\x0fPlaybackService\x12h\n\rStartPlayback\x12*.livemesh.playback.v1.StartPlaybackRequest\x1a+.livemesh.playback.v1.StartPlaybackResponse\x12t\n\x11HeartbeatPlayback\x12..livemesh.playback.v1.HeartbeatPlaybackRequest\x1a/.livemesh.playback.v1.HeartbeatPlaybackResponse\x12\x65\n\x0cStopPlayback\x12).livemesh.playback.v1.StopPlaybackRequest\x1a*.livemesh.playback.v1.StopPlaybackResponse\x12\x62\n\x0bGetSteering\x12(.livemesh.playback.v1.GetSteeringRequest\x1a).livemesh.playback.v1.GetSteeringResponse\x12\\\n\tListEdges\x12&.livemesh.playback.v1.ListEdgesRequest\x1a\'.livemesh.playback.v1.ListEdgesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'livemesh.playback.v1.playback_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONSTATE']._serialized_start=1333
-  _globals['_SESSIONSTATE']._serialized_end=1485
-  _globals['_MANIFESTURL']._serialized_start=94
-  _globals['_MANIFESTURL']._serialized_end=197
-  _globals['_PLAYBACKSESSION']._serialized_start=200
-  _globals['_PLAYBACKSESSION']._serialized_end=671
-  _globals['_STARTPLAYBACKREQUEST']._serialized_start=674
-  _globals['_STARTPLAYBACKREQUEST']._serialized_end=843
-  _globals['_STARTPLAYBACKRESPONSE']._serialized_start=845
-  _globals['_STARTPLAYBACKRESPONSE']._serialized_end=933
-  _globals['_HEARTBEATPLAYBACKREQUEST']._serialized_start=936
-  _globals['_HEARTBEATPLAYBACKREQUEST']._serialized_end=1073
-  _globals['_HEARTBEATPLAYBACKRESPONSE']._serialized_start=1075
-  _globals['_HEARTBEATPLAYBACKRESPONSE']._serialized_end=1167
-  _globals['_STOPPLAYBACKREQUEST']._serialized_start=1169
-  _globals['_STOPPLAYBACKREQUEST']._serialized_end=1241
-  _globals['_STOPPLAYBACKRESPONSE']._serialized_start=1243
-  _globals['_STOPPLAYBACKRESPONSE']._serialized_end=1330
-  _globals['_PLAYBACKSERVICE']._serialized_start=1488
-  _globals['_PLAYBACKSERVICE']._serialized_end=1832
+  _globals['_SESSIONSTATE']._serialized_start=2218
+  _globals['_SESSIONSTATE']._serialized_end=2370
+  _globals['_QOESTATE']._serialized_start=2372
+  _globals['_QOESTATE']._serialized_end=2480
+  _globals['_MANIFESTURL']._serialized_start=131
+  _globals['_MANIFESTURL']._serialized_end=234
+  _globals['_PLAYBACKSESSION']._serialized_start=237
+  _globals['_PLAYBACKSESSION']._serialized_end=802
+  _globals['_STARTPLAYBACKREQUEST']._serialized_start=805
+  _globals['_STARTPLAYBACKREQUEST']._serialized_end=974
+  _globals['_STARTPLAYBACKRESPONSE']._serialized_start=976
+  _globals['_STARTPLAYBACKRESPONSE']._serialized_end=1064
+  _globals['_HEARTBEATPLAYBACKREQUEST']._serialized_start=1067
+  _globals['_HEARTBEATPLAYBACKREQUEST']._serialized_end=1204
+  _globals['_HEARTBEATPLAYBACKRESPONSE']._serialized_start=1206
+  _globals['_HEARTBEATPLAYBACKRESPONSE']._serialized_end=1298
+  _globals['_STOPPLAYBACKREQUEST']._serialized_start=1300
+  _globals['_STOPPLAYBACKREQUEST']._serialized_end=1372
+  _globals['_STOPPLAYBACKRESPONSE']._serialized_start=1374
+  _globals['_STOPPLAYBACKRESPONSE']._serialized_end=1461
+  _globals['_GETSTEERINGREQUEST']._serialized_start=1463
+  _globals['_GETSTEERINGREQUEST']._serialized_end=1503
+  _globals['_GETSTEERINGRESPONSE']._serialized_start=1506
+  _globals['_GETSTEERINGRESPONSE']._serialized_end=1643
+  _globals['_QOEWINDOW']._serialized_start=1646
+  _globals['_QOEWINDOW']._serialized_end=1928
+  _globals['_EDGE']._serialized_start=1931
+  _globals['_EDGE']._serialized_end=2124
+  _globals['_LISTEDGESREQUEST']._serialized_start=2126
+  _globals['_LISTEDGESREQUEST']._serialized_end=2144
+  _globals['_LISTEDGESRESPONSE']._serialized_start=2146
+  _globals['_LISTEDGESRESPONSE']._serialized_end=2215
+  _globals['_PLAYBACKSERVICE']._serialized_start=2483
+  _globals['_PLAYBACKSERVICE']._serialized_end=3021
 # @@protoc_insertion_point(module_scope)

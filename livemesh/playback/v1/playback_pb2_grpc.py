@@ -5,7 +5,7 @@ import warnings
 
 from livemesh.playback.v1 import playback_pb2 as livemesh_dot_playback_dot_v1_dot_playback__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -50,6 +50,16 @@ class PlaybackServiceStub:
                 request_serializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.StopPlaybackRequest.SerializeToString,
                 response_deserializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.StopPlaybackResponse.FromString,
                 _registered_method=True)
+        self.GetSteering = channel.unary_unary(
+                '/livemesh.playback.v1.PlaybackService/GetSteering',
+                request_serializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.GetSteeringRequest.SerializeToString,
+                response_deserializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.GetSteeringResponse.FromString,
+                _registered_method=True)
+        self.ListEdges = channel.unary_unary(
+                '/livemesh.playback.v1.PlaybackService/ListEdges',
+                request_serializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.ListEdgesRequest.SerializeToString,
+                response_deserializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.ListEdgesResponse.FromString,
+                _registered_method=True)
 
 
 class PlaybackServiceServicer:
@@ -78,6 +88,23 @@ class PlaybackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSteering(self, request, context):
+        """The session's manifest URLs on the edges serving now, best first (health and load
+        as the registry has them now): what content steering hands the player.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEdges(self, request, context):
+        """For operators: every edge the registry knows, as press play and steering see it: its
+        health and load, its players' QoE over the windows the QoE processor keeps, and
+        whether that QoE demoted it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlaybackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +122,16 @@ def add_PlaybackServiceServicer_to_server(servicer, server):
                     servicer.StopPlayback,
                     request_deserializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.StopPlaybackRequest.FromString,
                     response_serializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.StopPlaybackResponse.SerializeToString,
+            ),
+            'GetSteering': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSteering,
+                    request_deserializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.GetSteeringRequest.FromString,
+                    response_serializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.GetSteeringResponse.SerializeToString,
+            ),
+            'ListEdges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEdges,
+                    request_deserializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.ListEdgesRequest.FromString,
+                    response_serializer=livemesh_dot_playback_dot_v1_dot_playback__pb2.ListEdgesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +216,60 @@ class PlaybackService:
             '/livemesh.playback.v1.PlaybackService/StopPlayback',
             livemesh_dot_playback_dot_v1_dot_playback__pb2.StopPlaybackRequest.SerializeToString,
             livemesh_dot_playback_dot_v1_dot_playback__pb2.StopPlaybackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSteering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livemesh.playback.v1.PlaybackService/GetSteering',
+            livemesh_dot_playback_dot_v1_dot_playback__pb2.GetSteeringRequest.SerializeToString,
+            livemesh_dot_playback_dot_v1_dot_playback__pb2.GetSteeringResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEdges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livemesh.playback.v1.PlaybackService/ListEdges',
+            livemesh_dot_playback_dot_v1_dot_playback__pb2.ListEdgesRequest.SerializeToString,
+            livemesh_dot_playback_dot_v1_dot_playback__pb2.ListEdgesResponse.FromString,
             options,
             channel_credentials,
             insecure,

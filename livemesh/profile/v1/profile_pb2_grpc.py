@@ -5,7 +5,7 @@ import warnings
 
 from livemesh.profile.v1 import profile_pb2 as livemesh_dot_profile_dot_v1_dot_profile__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -1,0 +1,235 @@
+"""One RTMP publisher: the relay to its private FFmpeg listener, and its decode thread.
+
+The relay holds the client's ``publish`` back until the stream key is checked, then
+stops parsing and only copies bytes; the decode thread feeds the channel's
+:class:`IngestFeed` (one clock for audio and video: FLV timestamps share it).  A
+watchdog ends a publisher whose bytes decode to nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import Any, Protocol
+
+import av
+from prometheus_client import Counter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
+
+from kernel import clock
+from kernel.ports import PortPool
+from live.ingest.admission import Admission
+from live.ingest.channels import SourceLookup
+from live.ingest.ingest_source import ChannelBusy, IngestFeed
+from live.ingest.keys import StreamKeys
+from live.ingest.rtmp_messages import CommandReader, RtmpRefused, connect_rejected, publish_status
+
+log = logging.getLogger("livemesh.ingest.rtmp")
+
+
+class PublisherHost(Protocol):
+    """What a publisher needs of the front that accepted it (the front is
+    :class:`live.ingest.rtmp.RtmpFront`; naming only this keeps the two modules apart)."""
+
+    sources: SourceLookup
+    keys: StreamKeys
+    admission: Admission
+    ports: PortPool
+    loop: asyncio.AbstractEventLoop | None
+
+
+RTMP_APP = "live"
+PUBLISH_TIMEOUT_S = 10.0  # connect to publish, at most
+LISTENER_START_S = 3.0  # FFmpeg's private listener must be up by then
+LISTENER_RETRY_S = 0.01  # between attempts to reach it
+READ_TIMEOUT_S = 5.0  # a publisher silent this long is gone
+NO_MEDIA_S = 5.0  # an accepted publisher whose bytes decode to nothing this long is ended
+
+PUBLISHERS = Counter("livemesh_rtmp_publishers", "RTMP publish attempts by outcome", ["outcome"])
+
+
+class RtmpPublisher:
+    """One publisher: the relay to a private FFmpeg listener, and its decode thread."""
+
+    def __init__(
+        self, front: PublisherHost, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.front = front
+        self.client_reader, self.client_writer = reader, writer
+        self.port = front.ports.reserve()
+        self.feed: IngestFeed | None = None
+        self.channel: str | None = None
+        self.stopping = threading.Event()
+        self.decoded = threading.Event()
+        self.admitted = True  # holds an admission slot until it publishes or leaves
+        self.thread = threading.Thread(target=self._decode, name=f"rtmp-{self.port}", daemon=True)
+
+    async def run(self) -> None:
+        self.thread.start()
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        watchdog = asyncio.create_task(self._watchdog())
+        try:
+            upstream = await self._connect_listener()
+            await self._relay(*upstream)
+        except (RtmpRefused, ConnectionError, TimeoutError) as exc:
+            log.info("rtmp: publisher from %s refused or gone: %s", self._peer(), exc)
+        finally:
+            watchdog.cancel()
+            self._admitted_done()
+            self.stopping.set()
+            for w in (self.client_writer, upstream[1] if upstream else None):
+                if w is not None:
+                    w.close()
+                    with contextlib.suppress(Exception):
+                        await w.wait_closed()
+            await asyncio.to_thread(self.thread.join, 10)
+            if not self.thread.is_alive():
+                self.front.ports.release(self.port)
+            if self.feed is not None:
+                self.feed.close()
+                log.info("rtmp: channel %s publisher left", self.channel)
+
+    def _peer(self) -> str:
+        return str(self.client_writer.get_extra_info("peername"))
+
+    async def _connect_listener(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """FFmpeg opens its listener in the decode thread; it has no ready signal, so retry
+        (while that thread lives, up to ``LISTENER_START_S``)."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, ConnectionRefusedError) and self.thread.is_alive()
+            ),
+            wait=wait_fixed(LISTENER_RETRY_S),
+            stop=stop_after_delay(LISTENER_START_S),
+            reraise=True,
+        )
+        return await retrying(asyncio.open_connection, "127.0.0.1", self.port)
+
+    async def _relay(
+        self, up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter
+    ) -> None:
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                self.client_writer.write(data)
+                await self.client_writer.drain()
+
+        back = asyncio.create_task(downstream())
+        try:
+            commands = CommandReader()
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                while self.feed is None:
+                    data = await self.client_reader.read(65536)
+                    if not data:
+                        return
+                    try:
+                        for name, args in commands.feed(data):
+                            await self._command(name, args, commands.stream_id)
+                    except RtmpRefused as refused:
+                        await self._refuse(back, refused)
+                        raise
+                    up_writer.write(data)  # the publish command only once it is accepted
+                    await up_writer.drain()
+            self._admitted_done()
+            while data := await self.client_reader.read(65536):
+                up_writer.write(data)
+                await up_writer.drain()
+        finally:
+            back.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await back
+
+    async def _refuse(self, back: asyncio.Task[None], refused: RtmpRefused) -> None:
+        """Stop relaying FFmpeg's replies, then tell the client why it is turned away."""
+        back.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await back
+        if refused.reply:
+            with contextlib.suppress(ConnectionError):
+                self.client_writer.write(refused.reply)
+                await self.client_writer.drain()
+
+    def _admitted_done(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.front.admission.done()
+
+    async def _command(self, name: str, args: list[Any], stream_id: int = 1) -> None:
+        if name == "connect":
+            app = args[1].get("app", "") if len(args) > 1 and isinstance(args[1], dict) else ""
+            if str(app).strip("/") != RTMP_APP:
+                PUBLISHERS.labels("bad_app").inc()
+                transaction = args[0] if args and isinstance(args[0], float) else 1.0
+                reason = f"app {app!r} is not {RTMP_APP!r}"
+                raise RtmpRefused(reason, connect_rejected(transaction, reason))
+        elif name == "publish":
+            key = str(args[2]).split("?", 1)[0] if len(args) > 2 else ""
+            channel = await self.front.keys.channel_for(key)
+            source = await self.front.sources.source_for(channel) if channel else None
+            if channel is None or source is None:
+                PUBLISHERS.labels("bad_key").inc()
+                reply = publish_status(stream_id, "NetStream.Publish.BadName", "wrong stream key")
+                raise RtmpRefused("wrong stream key", reply)
+            try:
+                self.feed = source.attach(shared_clock=True, on_evicted=self._evicted)
+            except ChannelBusy as exc:
+                PUBLISHERS.labels("busy").inc()
+                reason = f"channel {channel} already has a broadcaster"
+                reply = publish_status(stream_id, "NetStream.Publish.Denied", reason)
+                raise RtmpRefused(reason, reply) from exc
+            self.channel = channel
+            PUBLISHERS.labels("accepted").inc()
+            log.info("rtmp: channel %s publisher from %s accepted", channel, self._peer())
+
+    def _evicted(self) -> None:
+        self.stopping.set()
+        self.client_writer.transport.abort()
+
+    async def _watchdog(self) -> None:
+        """End a publisher whose bytes stop decoding (garbage, a stalled encoder)."""
+        while not self.stopping.is_set():
+            await asyncio.sleep(1.0)  # a periodic check: there is no event for "nothing"
+            feed = self.feed
+            if feed is None or feed.detached:
+                continue
+            last = feed.last_arrival_ms or feed.attached_ms
+            if clock.now_ms() - last > NO_MEDIA_S * 1000:
+                log.info("rtmp: channel %s publisher sent no media: ended", self.channel)
+                PUBLISHERS.labels("no_media").inc()
+                self._evicted()
+                return
+
+    def _decode(self) -> None:
+        """FFmpeg's listener: demux and decode, hand frames to the feed (a worker thread)."""
+        url = f"rtmp://127.0.0.1:{self.port}/{RTMP_APP}/ingest"
+        try:
+            with av.open(
+                url,
+                options={"listen": "1"},
+                timeout=(LISTENER_START_S + PUBLISH_TIMEOUT_S, READ_TIMEOUT_S),
+            ) as container:
+                streams = [s for s in container.streams if s.type in ("video", "audio")]
+                for packet in container.demux(streams):
+                    if self.stopping.is_set():
+                        break
+                    for frame in packet.decode():
+                        self._deliver(frame)
+        except (av.FFmpegError, OSError) as exc:
+            if not self.stopping.is_set():
+                log.info("rtmp: listener on %d ended: %s", self.port, exc)
+        finally:
+            self.stopping.set()
+            loop = self.front.loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self.client_writer.transport.abort)
+
+    def _deliver(self, frame: Any) -> None:
+        feed = self.feed
+        if feed is None or feed.detached or frame.time is None:
+            return
+        if isinstance(frame, av.VideoFrame):
+            feed.video(frame, float(frame.time), clock.now_ms())
+        elif isinstance(frame, av.AudioFrame):
+            feed.audio(frame, float(frame.time), clock.now_ms())
+        self.decoded.set()

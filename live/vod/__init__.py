@@ -1,0 +1,1 @@
+"""Video on demand: per-title ladders, on-demand DASH packaging, publishing to the store."""

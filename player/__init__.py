@@ -1,0 +1,1 @@
+"""The browser player and its Python harness (tests and benches drive it)."""

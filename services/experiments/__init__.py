@@ -1,0 +1,1 @@
+"""The experimentation service: experiments and flags (issue 16)."""

@@ -1,0 +1,243 @@
+"""The QoE event codec, window sums and figures, and the stream processor on a real Redis:
+consumer groups, takeover of a dead consumer's entries, no double count."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+from kernel import clock
+from kernel.keys import QOE_EVENTS, QOE_GROUP, qoe_health, qoe_second
+from kernel.qoe_event import FIELD, QoeEvent, decode, pack
+from services.qoe.aggregate import Batch, SessionEdges, figures
+from services.qoe.consumer import Consumer, ConsumerConfig
+from services.qoe.health import SETTLE_S, Health
+
+WINDOW = 5
+
+
+def event(ts_ms: int, **fields: object) -> QoeEvent:
+    base: dict[str, object] = {
+        "edge": "e1",
+        "region": "eu",
+        "channel": "demo",
+        "rung": "v720",
+        "status": 200,
+        "size": 1000,
+        "ttfb_ms": 20,
+        "ts_ms": ts_ms,
+    }
+    base.update(fields)
+    return QoeEvent(**base)  # type: ignore[arg-type]
+
+
+def test_the_codec_round_trips_and_refuses_what_is_no_event() -> None:
+    e = event(123, br=3200, bl=9000, mtp=48100, rtp=12000, bs=True, su=True, sid="a|b")
+    back = decode(e.encode())
+    assert back == event(123, br=3200, bl=9000, mtp=48100, rtp=12000, bs=True, su=True, sid="a_b")
+    assert decode(b"too|few") is None
+    assert decode(b"|".join([b"x"] * 15)) is None
+
+
+def test_window_figures_are_ratios_of_the_sums() -> None:
+    batch = Batch()
+    t0 = 1_700_000_000_000
+    batch.add(event(t0, br=3000, mtp=10000, su=True, ttfb_ms=100))
+    batch.add(event(t0 + 1, br=1000, bs=True))
+    batch.add(event(t0 + 2, status=502, edge="e2"))
+    batch.add(event(t0 + 3, status=0))
+    (start,) = batch.increments()
+    window = batch.increments()[start]
+    found = figures(window)
+    e1 = found[("edge", "e1")]
+    assert e1.requests == 3
+    assert e1.rebuffer_ratio == pytest.approx(1 / 3)
+    assert e1.startup_share == pytest.approx(1 / 3) and e1.startup_ms == 100
+    assert e1.bitrate_kbps == 2000 and e1.throughput_kbps == 10000
+    assert e1.error_rate == pytest.approx(1 / 3)
+    assert found[("edge", "e2")].error_rate == 1 and found[("edge", "e2")].score == 0
+    assert found[("channel", "demo")].requests == 4
+    assert found[("rung", "v720")].requests == 4
+    assert e1.score < found[("edge", "e1")].score + 1e-9 < 1
+    assert start == t0 // 1000
+
+
+def test_a_stall_is_laid_at_the_edge_the_session_stalled_on() -> None:
+    """CMCD's bs tells of a stall since the last request: a session steered from e1 to e2
+    reports e1's stall to e2, which must not be blamed for it."""
+    sessions = SessionEdges(max_sessions=2)
+    batch = Batch(sessions)
+    t0 = 1_700_000_000_000
+    batch.add(event(t0, sid="s1", edge="e1"))
+    batch.add(event(t0, sid="s1", edge="e1", bs=True))  # stalled on e1, told to e1
+    batch.add(event(t0, sid="s1", edge="e2", bs=True))  # stalled on e1, told to e2
+    batch.add(event(t0, sid="s1", edge="e2"))
+    batch.add(event(t0, edge="e2", bs=True))  # no session: where it was told
+    found = figures(next(iter(batch.increments().values())))
+    assert found[("edge", "e1")].rebuffer_ratio == 1.0  # 2 stalls, 2 requests
+    assert found[("edge", "e2")].rebuffer_ratio == pytest.approx(1 / 3)
+    assert found[("edge", "e2")].requests == 3
+    assert sessions.swap("s2", "e1") is None and sessions.swap("s3", "e1") is None
+    assert sessions.last == {"s3": "e1"}  # bounded: emptied when full
+
+
+async def add(redis: aioredis.Redis, events: list[QoeEvent]) -> None:
+    pipe = redis.pipeline(transaction=False)
+    for e in events:
+        pipe.xadd(QOE_EVENTS, {FIELD: e.encode()})
+    await pipe.execute()
+
+
+def consumer(redis: aioredis.Redis, name: str, claim_idle_ms: int = 30_000) -> Consumer:
+    config = ConsumerConfig(name=name, window_s=WINDOW, batch=50, block_ms=10)
+    config = ConsumerConfig(**{**config.__dict__, "claim_idle_ms": claim_idle_ms})
+    return Consumer(redis, config, lambda times, now: None)
+
+
+async def requests_in(redis: aioredis.Redis, start: int) -> int:
+    return int(await redis.hget(qoe_second(start), "edge=e1|requests") or 0)
+
+
+async def drain(c: Consumer) -> None:
+    """Steps until a read finds nothing new."""
+    while await c.step():
+        pass
+
+
+async def test_two_consumers_share_the_stream_and_count_each_event_once(
+    redis: aioredis.Redis,
+) -> None:
+    t0 = clock.now_ms()
+    start = t0 // 1000
+    await add(redis, [event(t0, br=100 + i) for i in range(300)])
+    a, b = consumer(redis, "a"), consumer(redis, "b")
+    await a.ensure_group()
+    await b.ensure_group()  # the group exists: no error
+    while await a.step() + await b.step():
+        pass
+    assert a.stats.events > 0 and b.stats.events > 0
+    assert a.stats.events + b.stats.events == 300
+    assert await requests_in(redis, start) == 300
+    assert await redis.xpending(QOE_EVENTS, QOE_GROUP) == {
+        "pending": 0,
+        "min": None,
+        "max": None,
+        "consumers": [],
+    }
+
+
+async def test_a_dead_consumers_entries_are_taken_over_and_a_slow_one_commits_nothing(
+    redis: aioredis.Redis,
+) -> None:
+    t0 = clock.now_ms()
+    start = t0 // 1000
+    await add(redis, [event(t0) for _ in range(40)])
+    a = consumer(redis, "a")
+    await a.ensure_group()
+    a._own_pending = False
+    taken = await a._read(">", block=None)  # a reads 40 entries, then "dies" before commit
+    assert len(taken) == 40
+    assert await requests_in(redis, start) == 0
+    b = consumer(redis, "b", claim_idle_ms=0)  # any pending entry counts as abandoned
+    b._own_pending = False
+    assert await b.step() == 40  # XAUTOCLAIM, then the commit
+    assert b.stats.claimed == 40
+    assert await requests_in(redis, start) == 40
+    # a was only slow: its commit is refused whole, so nothing is counted twice
+    assert await a.process(taken) == 0
+    assert a.stats.conflicts == 1 and a.stats.events == 0
+    await drain(a)
+    assert await requests_in(redis, start) == 40
+
+
+async def test_a_restarted_consumer_counts_its_own_pending_entries_first(
+    redis: aioredis.Redis,
+) -> None:
+    t0 = clock.now_ms()
+    start = t0 // 1000
+    await add(redis, [event(t0) for _ in range(30)])
+    await redis.xadd(QOE_EVENTS, {FIELD: pack([b"garbage", event(t0).encode()])})
+    first = consumer(redis, "a")
+    await first.ensure_group()
+    first._own_pending = False
+    await first._read(">", block=None)  # read, then killed
+    again = consumer(redis, "a")  # the same name after a restart
+    assert await again.step() == 31  # entries acked
+    assert again.stats.garbage == 1 and again.stats.events == 31
+    assert await requests_in(redis, start) == 31
+
+
+async def test_health_writes_each_edges_score_from_the_last_whole_window(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = CollectorRegistry()
+    health = Health(redis, WINDOW, registry)
+    now_ms = clock.now_ms()
+    monkeypatch.setattr(clock, "now_ms", lambda: now_ms)  # no second ticks over meanwhile
+    last = health.last_window()
+    assert last == now_ms // 1000 - SETTLE_S - WINDOW
+    first, final = last * 1000, (last + WINDOW) * 1000 - 1  # the window's first and last ms
+    await add(redis, [event(first, bs=True, sid="a"), event(final, sid="b")])
+    await add(redis, [event(final, sid="a"), event(final, edge="e2", br=800)])
+    # the second before the window and the settling second after it are no part of it
+    await add(redis, [event(first - 1, bs=True, sid="c"), event(final + 1, bs=True, sid="d")])
+    c = consumer(redis, "a")
+    await c.ensure_group()
+    await drain(c)
+    edges = await health.update()
+    assert set(edges) == {"e1", "e2"}
+    e1 = await redis.hgetall(qoe_health("e1"))
+    assert float(e1[b"rebuffer_ratio"]) == pytest.approx(1 / 3) and int(e1[b"requests"]) == 3
+    assert int(e1[b"sessions"]) == 2  # a and b, over the window's seconds
+    assert int(e1[b"window"]) == last and int(e1[b"window_s"]) == WINDOW
+    assert float(e1[b"score"]) == pytest.approx(edges["e1"].score) and edges["e1"].score < 1
+    assert 0 < await redis.ttl(qoe_health("e1")) <= 3 * WINDOW
+    sample = registry.get_sample_value(
+        "livemesh_qoe_bitrate_kbps", {"dimension": "edge", "value": "e2"}
+    )
+    assert sample == 800
+
+
+@contextlib.asynccontextmanager
+async def qoe_process(redis_url: str, *args: str) -> AsyncIterator[str]:
+    """A ``livemesh qoe ARGS`` process on ``redis_url``, its READY line once it is up;
+    stopped (and its exit checked clean) after."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "command.cli", "qoe", "--redis-url", redis_url,
+        "--metrics-port", "0", *args, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith("READY qoe "), line
+        yield line
+    finally:
+        proc.terminate()
+        assert await proc.wait() == 0
+
+
+async def test_livemesh_qoe_counts_the_stream_and_serves_the_figures(
+    redis: aioredis.Redis, redis_url: str
+) -> None:
+    """The process end to end: a consumer in the group, /metrics, the edges' health."""
+    async with qoe_process(redis_url, "--window", "1", "--consumer", "t1") as line:
+        assert line.startswith("READY qoe t1 "), line
+        metrics_url = line.split()[-1] + "/metrics"
+        async with aiohttp.ClientSession() as http, asyncio.timeout(10):
+            while True:  # as edges do, events keep coming; a window shows once it has ended
+                now = clock.now_ms()
+                await add(redis, [event(now, br=1500), event(now, br=2500)])
+                text = await (await http.get(metrics_url)).text()
+                if 'livemesh_qoe_bitrate_kbps{dimension="edge",value="e1"} 2000.0' in text:
+                    break
+                await asyncio.sleep(0.1)
+        health = await redis.hgetall(qoe_health("e1"))
+        assert float(health[b"bitrate_kbps"]) == 2000 and float(health[b"score"]) == 1.0
