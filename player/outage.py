@@ -61,7 +61,8 @@ PAGE_SAMPLE = """() => {
   const lm = window.livemesh;
   const s = lm.snapshot();
   return {position: s.currentTime, latency: s.latency, stalled: s.stalled,
-          errors: lm.state.errors.length, seeks: lm.state.seeks.length};
+          errors: lm.state.errors.length, seeks: lm.state.seeks.length,
+          rate: s.rate, buffer: s.buffer};
 }"""
 
 
@@ -73,6 +74,8 @@ class Sample:
     stalled: bool
     errors: int = 0
     seeks: int = 0
+    rate: float = 1.0  # the playback rate: above 1 while catching up with its target
+    buffer: float | None = None  # seconds buffered ahead of the playhead
 
 
 @dataclass
@@ -85,6 +88,8 @@ class Resume:
     resumed_after_s: float | None  # None: never moved again in the watch window
     at_target_after_s: float | None  # None: never back within the margin
     latency_after_s: float | None  # at the end of the watch window
+    rate_after: float  # the playback rate then (a player catching up plays faster)
+    buffer_after_s: float | None  # and its buffer: below a second, hls.js never catches up
     errors: int  # player errors during the outage and after
     seeks: int  # the player's own jumps (a hole skipped, or back to the target)
     gave_up: bool  # the player stopped playing altogether (nothing sampled after the return)
@@ -107,7 +112,7 @@ def analyse(
     ``back_at``; ``target_s``: the latency it held when settled, before any outage."""
     latency_before = target_s
     if not samples or latency_before is None:  # it never played
-        return Resume(player, None, 0.0, None, None, None, 0, 0, gave_up=True)
+        return Resume(player, None, 0.0, None, None, None, 1.0, None, 0, 0, gave_up=True)
     after = [s for s in samples if s.t >= back_at]
     resumed = _resumed(samples, back_at)
     at_target = next(
@@ -130,6 +135,8 @@ def analyse(
         resumed_after_s=resumed,
         at_target_after_s=at_target,
         latency_after_s=last.latency,
+        rate_after=last.rate,
+        buffer_after_s=last.buffer,
         errors=last.errors - first.errors,
         seeks=last.seeks - first.seeks,
         gave_up=not after,
