@@ -12,7 +12,8 @@ the process itself resolved them). Each kind is checked where it answers:
 - ``edge`` (edges and shields) and ``gateway``: HTTP ``GET /healthz`` (503 while draining);
 - ``origin``: HTTP ``GET /time`` (it has no other cheap endpoint);
 - ``ingest``: HTTP ``GET /healthz`` on its WHIP port;
-- ``channel``: its Prometheus ``/metrics``, only where ``--metrics-port`` is given.
+- ``channel``: its Prometheus ``/metrics``, only where ``--metrics-port`` is given;
+- ``qoe``: ``GET /healthz`` on its metrics port (its consume loop is turning).
 
 Exit 0 when healthy, 1 when not, 2 when the kind has no endpoint to check.
 """
@@ -103,6 +104,10 @@ def probe_for(settings: Settings) -> Probe:
         if metrics is None:
             raise Unchecked("livemesh channel serves nothing to check without --metrics-port")
         return Probe("http", "127.0.0.1", metrics, "/metrics")
+    if kind == "qoe":
+        metrics_host = str(getattr(settings, "metrics_host", host))
+        metrics_host = "127.0.0.1" if metrics_host in WILDCARDS else metrics_host
+        return Probe("http", metrics_host, int(getattr(settings, "metrics_port", 0)), "/healthz")
     if kind in HTTP_PATHS:
         port = getattr(settings, "http_port", getattr(settings, "port", 0))
         return Probe("http", host, int(port), HTTP_PATHS[kind])

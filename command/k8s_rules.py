@@ -30,7 +30,9 @@ from live.pipelines import PIPELINES
 
 NOT_SERVERS = ("demo", "loadtest")
 # kinds that keep state in Redis: in a cluster an embedded one would die with its pod
-NEEDS_REDIS = ("origin", "channel", "identity", "profile", "recommend", "playback", "channels")
+NEEDS_REDIS = (
+    "origin", "channel", "identity", "profile", "recommend", "playback", "channels", "qoe"
+)  # fmt: skip
 # kinds that sign or verify URL tokens: without keys they would use the development key
 NEEDS_TOKEN_KEYS = ("edge", "playback")
 SPREAD_TIERS = ("edge", "shield")
@@ -336,8 +338,15 @@ def _cluster_needs(settings: Settings, env: Mapping[str, str]) -> Iterator[str]:
     except ValueError as exc:
         yield str(exc)
     host = getattr(settings, "host", "0.0.0.0")
-    if host.startswith("127.") or host == "localhost":
+    if _loopback(host):
         yield f"listens on {host}: nothing outside the pod reaches it"
+    metrics_host = getattr(settings, "metrics_host", "0.0.0.0")
+    if _loopback(metrics_host):
+        yield f"serves /metrics and its probes on {metrics_host}: the kubelet cannot reach them"
+
+
+def _loopback(host: str) -> bool:
+    return host.startswith("127.") or host == "localhost"
 
 
 def _probe_kind(settings: Settings, container: Doc, env: Mapping[str, str]) -> Iterator[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from command.health import settings_for
 from command.k8s import KUBERNETES_VERSION, CheckError, RenderError, check, render, schema_problems
 from command.k8s_rules import HOSTNAME, ZONE, rule_problems
 
@@ -60,7 +61,7 @@ def test_overlay_renders_validates_and_keeps_our_rules(overlay: str, version: st
 
 def test_the_stack_is_all_there(one_region: list[Doc]) -> None:
     names = {d["metadata"]["name"] for d in one_region if d["kind"] == "Deployment"}
-    assert names == GRPC_SERVICES | {"gateway", "origin", *PACKAGERS, "shield", "edge"}
+    assert names == GRPC_SERVICES | {"gateway", "origin", *PACKAGERS, "shield", "edge", "qoe"}
     for name in GRPC_SERVICES:  # on mTLS: the kubelet's gRPC probe has no certificate
         probe = container(one_region, name)["readinessProbe"]
         assert probe["exec"]["command"] == ["livemesh", "health"]
@@ -72,6 +73,41 @@ def test_the_stack_is_all_there(one_region: list[Doc]) -> None:
     policies = {d["metadata"]["name"] for d in one_region if d["kind"] == "NetworkPolicy"}
     assert {"default-deny", "shield-ingress", "origin-ingress", "redis-egress"} <= policies
     assert not [d for d in one_region if d["kind"] == "Secret"]
+
+
+def selects(policy: Doc, labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy's podSelector (matchLabels, In expressions) takes ``labels``."""
+    selector = policy["spec"]["podSelector"]
+    return selector.get("matchLabels", {}).items() <= labels.items() and all(
+        e["operator"] == "In" and labels.get(e["key"]) in e["values"]
+        for e in selector.get("matchExpressions", [])
+    )
+
+
+def test_the_qoe_processor_runs_on_the_regional_redis_probed_by_its_own_health(
+    one_region: list[Doc],
+) -> None:
+    qoe = container(one_region, "qoe")
+    assert qoe["args"][0] == "qoe"
+    assert redis_key(one_region, "qoe") == "redis_url"  # the stream the region's edges feed
+    # its settings as the process loads them (flags, environment, the mounted ConfigMap)
+    settings = settings_for(["qoe", "--redis-url", "redis://r"], {"LIVEMESH_SETTINGS": str(
+        K8S / "base" / "settings.toml")}).settings  # fmt: skip
+    assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", 9090)  # type: ignore[attr-defined]
+    (port,) = qoe["ports"]
+    assert (port["name"], port["containerPort"]) == ("metrics", 9090)
+    ready, live = qoe["readinessProbe"]["httpGet"], qoe["livenessProbe"]["httpGet"]
+    assert (ready["path"], ready["port"]) == ("/readyz", "metrics")
+    assert (live["path"], live["port"]) == ("/healthz", "metrics")
+    assert {"cpu", "memory"} <= qoe["resources"]["limits"].keys()
+    labels = deployment(one_region, "qoe")["spec"]["template"]["metadata"]["labels"]
+    policies = {d["metadata"]["name"]: d for d in one_region if d["kind"] == "NetworkPolicy"}
+    assert selects(policies["redis-egress"], labels)
+    metrics = policies["control-metrics-ingress"]
+    assert selects(metrics, labels)
+    assert metrics["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9090}]
+    for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        assert any(d["kind"] == kind and d["metadata"]["name"] == "qoe" for d in one_region)
 
 
 def redis_key(docs: list[Doc], name: str) -> str:
@@ -90,7 +126,7 @@ def test_two_regions_have_their_own_caches_and_redis_but_share_the_global_state(
         assert region_map["data"]["region"] == region
         args = container(mine, "edge")["args"]
         assert args[args.index("--parent") + 1] == "http://shield:8080"  # its own region's
-        for name in ("origin", *PACKAGERS, "channels", "playback"):
+        for name in ("origin", *PACKAGERS, "channels", "playback", "qoe"):
             assert redis_key(mine, name) == "redis_url"
         for name in ("identity", "profile", "recommend"):
             assert redis_key(mine, name) == "global_redis_url"
@@ -211,6 +247,13 @@ def test_our_rules_catch_each_breach(one_region: list[Doc]) -> None:
     def loopback(docs: list[Doc]) -> None:
         container(docs, "profile")["args"] += ["--host", "127.0.0.1"]
 
+    def qoe_metrics_on_loopback(docs: list[Doc]) -> None:
+        container(docs, "qoe")["args"] += ["--metrics-host", "127.0.0.1"]
+
+    def qoe_without_redis(docs: list[Doc]) -> None:
+        env = container(docs, "qoe")["env"]
+        env[:] = [e for e in env if e["name"] != "REDIS_URL"]
+
     cases = {
         no_probe: "Deployment playback (namespace livemesh): container playback: no livenessProbe",
         http_probe_on_grpc: "readinessProbe: a gRPC service on mTLS is probed by exec "
@@ -227,6 +270,9 @@ def test_our_rules_catch_each_breach(one_region: list[Doc]) -> None:
         no_token_keys: "livemesh edge needs LIVEMESH_TOKEN_KEYS",
         bad_flag: "bad setting cache_bytes = '-1' (from flag --cache-bytes)",
         loopback: "listens on 127.0.0.1: nothing outside the pod reaches it",
+        qoe_metrics_on_loopback: "Deployment qoe (namespace livemesh): container qoe: serves "
+        "/metrics and its probes on 127.0.0.1",
+        qoe_without_redis: "livemesh qoe needs REDIS_URL",
         replicas_under_hpa: "Deployment edge (namespace livemesh): sets replicas, which every "
         "apply would reset under HorizontalPodAutoscaler edge",
         misspelt_settings: "settings.toml: no such edeg",

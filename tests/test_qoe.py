@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry
 
 from kernel import clock
 from kernel.keys import QOE_EVENTS, QOE_GROUP, qoe_health, qoe_second
+from kernel.ports import free_port
 from kernel.qoe_event import FIELD, QoeEvent, decode, pack
 from services.qoe.aggregate import Batch, SessionEdges, figures
 from services.qoe.consumer import Consumer, ConsumerConfig
 from services.qoe.health import SETTLE_S, Health
+from services.qoe.probe import LIVE_S, READY_S, Beat
 
 WINDOW = 5
 
@@ -241,3 +243,49 @@ async def test_livemesh_qoe_counts_the_stream_and_serves_the_figures(
                 await asyncio.sleep(0.1)
         health = await redis.hgetall(qoe_health("e1"))
         assert float(health[b"bitrate_kbps"]) == 2000 and float(health[b"score"]) == 1.0
+
+
+async def status(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with http.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_livemesh_qoe_is_ready_while_it_reads_and_commits_and_alive_while_it_turns(
+    redis_url: str,
+) -> None:
+    """/readyz and /healthz (the Deployment's probes) from the consume loop: ready on a
+    Redis it reads, not ready (the error named) but alive on one that refuses it; and
+    ``livemesh health qoe`` asks /healthz on the metrics port."""
+    async with qoe_process(redis_url) as line, aiohttp.ClientSession() as http:
+        base = line.split()[-1]
+        async with asyncio.timeout(10):
+            while (await status(http, base + "/readyz"))[0] != 200:
+                await asyncio.sleep(0.05)  # the first read blocks up to --block-ms
+        assert await status(http, base + "/healthz") == (200, "ok\n")
+        assert "livemesh_qoe_events" in (await status(http, base + "/metrics"))[1]
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    async with qoe_process(dead) as line, aiohttp.ClientSession() as http:
+        base = line.split()[-1]
+        code, text = await status(http, base + "/readyz")
+        assert code == 503 and "no successful read and commit since start" in text, text
+        assert await status(http, base + "/healthz") == (200, "ok\n")
+        port = base.rsplit(":", 1)[1]
+        done = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "command.cli", "health", "qoe", "--metrics-port", port,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await done.communicate()
+        assert done.returncode == 0 and out.decode().strip().endswith("/healthz: healthy")
+
+
+def test_a_beat_is_alive_while_the_loop_turns_and_ready_while_it_succeeds() -> None:
+    beat = Beat(turned_ms=0)
+    assert beat.problem("/healthz", LIVE_S * 1000) is None
+    assert "idle for 31 s" in str(beat.problem("/healthz", (LIVE_S + 1) * 1000))
+    beat.ok_ms, beat.turned_ms = 0, 40_000  # failing since its last success at 0
+    beat.error = "ConnectionError()"
+    assert beat.problem("/healthz", 40_000) is None
+    assert beat.problem("/readyz", READY_S * 1000) is None
+    assert beat.problem("/readyz", 40_000) == (
+        "no successful read and commit for 40 s: ConnectionError()"
+    )

@@ -10,14 +10,17 @@ import os
 import signal
 import socket
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram
 from redis.exceptions import RedisError
 
+from kernel import clock
 from kernel.config import QoeSettings, parse
 from kernel.loop import run
 from kernel.redis_server import redis_client
 from services.qoe.consumer import Consumer, ConsumerConfig
 from services.qoe.health import Health
+from services.qoe.probe import Beat
+from services.qoe.probe import serve as serve_http
 
 log = logging.getLogger("qoe")
 RETRY_S = 0.5
@@ -35,12 +38,19 @@ def record_lag(times: list[int], now_ms: int) -> None:
     EVENTS.inc(len(times))
 
 
-async def consume(consumer: Consumer, stop: asyncio.Event) -> None:
-    await consumer.ensure_group()
+async def consume(consumer: Consumer, beat: Beat, stop: asyncio.Event) -> None:
+    """Read and commit until ``stop``, noting each turn in ``beat`` (the probes' answer);
+    a Redis that is down (or not up yet) is retried, never fatal."""
+    ready = False
     while not stop.is_set():
         try:
+            if not ready:
+                await consumer.ensure_group()
+                ready = True
             await consumer.step()
+            beat.ok()
         except (RedisError, OSError) as exc:
+            beat.failed(exc)
             log.warning("QoE read/commit failed: %r", exc)
             await asyncio.sleep(RETRY_S)
 
@@ -67,14 +77,16 @@ async def serve(settings: QoeSettings) -> None:
     )
     consumer = Consumer(redis, config, record_lag)
     health = Health(redis, settings.window, REGISTRY)
-    server, _thread = start_http_server(settings.metrics_port, settings.metrics_host)
+    beat = Beat(turned_ms=clock.now_ms())
+    server = serve_http(settings.metrics_host, settings.metrics_port, beat, REGISTRY)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"READY qoe {name} http://{settings.metrics_host}:{server.server_port}", flush=True)
-    await asyncio.gather(consume(consumer, stop), score(health, stop))
+    await asyncio.gather(consume(consumer, beat, stop), score(health, stop))
     server.shutdown()
+    server.server_close()
     await redis.aclose()
 
 
