@@ -7,13 +7,16 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from edge.qoe import encode as encode_seen
 from kernel import clock
+from kernel.cmcd import CmcdStats
 from kernel.keys import QOE_EVENTS, QOE_GROUP, qoe_health, qoe_second
 from kernel.ports import free_port
 from kernel.qoe_event import FIELD, QoeEvent, decode, pack
@@ -86,8 +89,59 @@ def test_a_stall_is_laid_at_the_edge_the_session_stalled_on() -> None:
     assert found[("edge", "e1")].rebuffer_ratio == 1.0  # 2 stalls, 2 requests
     assert found[("edge", "e2")].rebuffer_ratio == pytest.approx(1 / 3)
     assert found[("edge", "e2")].requests == 3
-    assert sessions.swap("s2", "e1") is None and sessions.swap("s3", "e1") is None
-    assert sessions.last == {"s3": "e1"}  # bounded: emptied when full
+    assert sessions.note(event(t0, sid="s2")) == (None, False)
+    assert sessions.note(event(t0, sid="s3")) == (None, False)
+    assert sessions.last == {"s3": "e1"} and sessions.playing == {"s3"}  # emptied when full
+
+
+# What players send (query mode, URL-encoded): dash.js 5.2 on a live start sets bs and su
+# on its first media requests (buffer empty at the live edge, before anything played) and
+# on the first request after a stall; hls.js sets su until it plays and bs only after.
+DASH = "/live/demo/1/v720/"
+DASH_START = [
+    ("/live/demo/manifest.mpd", 'cid="demo",ot=m,sf=d,sid="dash-1",st=l,v=1'),
+    (DASH + "init.mp4", 'br=3000,cid="demo",ot=i,sf=d,sid="dash-1",st=l,su,v=1'),
+    (DASH + "1.m4s", 'bl=0,br=3000,bs,cid="demo",d=2000,mtp=25000,ot=v,sf=d,sid="dash-1",'
+     'st=l,su,tb=3000,v=1'),
+    (DASH + "2.m4s", 'bl=0,br=3000,bs,cid="demo",d=2000,mtp=25000,ot=v,sf=d,sid="dash-1",'
+     'st=l,su,tb=3000,v=1'),
+]  # fmt: skip
+DASH_PLAYING = (DASH + "3.m4s", 'bl=1900,br=3000,cid="demo",d=2000,dl=1900,mtp=31000,ot=v,'
+                'sf=d,sid="dash-1",st=l,tb=3000,v=1')  # fmt: skip
+DASH_STALLED = (DASH + "4.m4s", 'bl=0,br=3000,bs,cid="demo",d=2000,mtp=900,ot=v,sf=d,'
+                'sid="dash-1",st=l,su,tb=3000,v=1')  # fmt: skip
+HLS = "/live/demo/1/v360/"
+HLS_SESSION = [
+    ("/live/demo/v360.m3u8", 'cid="demo",ot=m,sf=h,sid="hls-1",st=l,su,v=1'),
+    (HLS + "1.m4s", 'br=800,cid="demo",d=2000,ot=v,sf=h,sid="hls-1",st=l,su,v=1'),
+    (HLS + "2.m4s", 'bl=1800,br=800,cid="demo",d=2000,ot=v,sf=h,sid="hls-1",st=l,v=1'),
+    (HLS + "3.m4s", 'bl=0,br=800,bs,cid="demo",d=2000,ot=v,sf=h,sid="hls-1",st=l,su,v=1'),
+]  # fmt: skip
+
+
+def starved(requests: list[tuple[str, str]]) -> int:
+    """The rebuffers a consumer counts of these requests, through the edge's encoder."""
+    batch = Batch(SessionEdges())
+    for i, (path, payload) in enumerate(requests):
+        seen = (path, quote(payload, safe="").encode(), None, 200, 1000, 20, 1_700_000_000_000 + i)
+        line = encode_seen(seen, "e1", "eu", CmcdStats())
+        e = decode(line) if line is not None else None
+        assert e is not None, (path, payload)
+        batch.add(e)
+    (sums,) = batch.increments().values()
+    return sums.get("edge=e1|starved", 0)
+
+
+def test_start_up_buffering_is_no_rebuffer_and_a_stall_after_playing_is_one() -> None:
+    assert starved(DASH_START) == 0  # dash.js's start: bs and su before anything played
+    assert starved([*DASH_START, DASH_PLAYING]) == 0
+    assert starved([*DASH_START, DASH_PLAYING, DASH_STALLED]) == 1  # bs and su again: a stall
+    assert starved(HLS_SESSION) == 1
+    # a session whose first request tells of starvation has not played yet
+    assert starved([DASH_STALLED, DASH_PLAYING]) == 0
+    # a later request that says it is no start (no su) tells of a stall (the load rig's)
+    no_su = 'bl=0,br=800,bs,d=2000,ot=v,sf=d,sid="rig-1",st=l,v=1'
+    assert starved([(HLS + "1.m4s", 'br=800,ot=v,sid="rig-1",su'), (HLS + "2.m4s", no_su)]) == 1
 
 
 async def add(redis: aioredis.Redis, events: list[QoeEvent]) -> None:
@@ -186,7 +240,10 @@ async def test_health_writes_each_edges_score_from_the_last_whole_window(
     last = health.last_window()
     assert last == now_ms // 1000 - SETTLE_S - WINDOW
     first, final = last * 1000, (last + WINDOW) * 1000 - 1  # the window's first and last ms
-    await add(redis, [event(first, bs=True, sid="a"), event(final, sid="b")])
+    # a plays (in the second before the window), then stalls
+    await add(
+        redis, [event(first - 1, sid="a"), event(first, bs=True, sid="a"), event(final, sid="b")]
+    )
     await add(redis, [event(final, sid="a"), event(final, edge="e2", br=800)])
     # the second before the window and the settling second after it are no part of it
     await add(redis, [event(first - 1, bs=True, sid="c"), event(final + 1, bs=True, sid="d")])

@@ -6,7 +6,8 @@ QoE stream the processors read (``lm:{qoe}:events``, :mod:`kernel.qoe_event`), s
 sees every event whatever the processors do; it keeps an event whose CMCD ``sid`` names
 an exposed session and adds it to that cell's sums in the experiment's counts hash.
 
-The sums are those of the QoE processor's windows (requests, starved, errors, startup
+The sums are those of the QoE processor's windows (requests, starved (a ``bs`` past the
+session's start-up, as the processor counts it), errors, startup
 requests and their time to first byte) plus the sum of squares of that time, which the
 readout's Welch interval needs and the processor's windows do not keep. Delivery is at
 least once: the sums and the XACK are on different slots (the experiment's tag and the
@@ -32,6 +33,7 @@ from kernel.keys import EXPERIMENTS_QOE_GROUP, QOE_EVENTS, experiment_counts, ex
 from kernel.qoe_event import FIELD, QoeEvent, decode, unpack
 from kernel.rpc.server import STORE_DOWN
 from services.experiments.stats import Moments
+from services.qoe.aggregate import SessionEdges, rebuffered
 
 log = logging.getLogger("experiments.qoe")
 
@@ -41,11 +43,12 @@ SESSION_TTL_S = 24 * 3600
 CLAIM_IDLE_MS = 30_000  # an entry read this long ago and not acked: its reader died
 
 
-def sums_of(event: QoeEvent) -> tuple[int, ...]:
-    """What one event adds to its cell, in :data:`COUNTERS` order."""
+def sums_of(event: QoeEvent, rebuffer: bool) -> tuple[int, ...]:
+    """What one event adds to its cell, in :data:`COUNTERS` order; ``rebuffer``: its
+    ``bs`` is a stall, not its session's start-up (:func:`services.qoe.aggregate.rebuffered`)."""
     failed = event.status >= 400 or event.status == 0
     startup = (1, event.ttfb_ms, event.ttfb_ms * event.ttfb_ms) if event.su else (0, 0, 0)
-    return (1, int(event.bs), int(failed), *startup)
+    return (1, int(rebuffer), int(failed), *startup)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class CellQoeReader:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.events = 0  # attributed to a cell
+        self.sessions = SessionEdges()  # which sessions are past their start-up
 
     async def ensure_group(self) -> None:
         """The group, reading from the stream's end when first made (older events belong
@@ -173,7 +177,8 @@ class CellQoeReader:
                 continue
             experiment_id, _, cell = where.partition(SEP)
             fields = sums.setdefault(experiment_id, {})
-            for name, amount in zip(COUNTERS, sums_of(event), strict=True):
+            rebuffer = rebuffered(event, *self.sessions.note(event))
+            for name, amount in zip(COUNTERS, sums_of(event, rebuffer), strict=True):
                 if amount:
                     key = f"{cell}{SEP}{name}"
                     fields[key] = fields.get(key, 0) + amount

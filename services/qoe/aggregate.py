@@ -19,7 +19,7 @@ DIMENSIONS = ("edge", "channel", "region", "rung")
 COUNTERS = (
     "requests",
     "errors",  # answers with a status >= 400, or none
-    "starved",  # requests whose CMCD said bs: the buffer ran dry since the last
+    "starved",  # requests whose CMCD said bs past the session's start-up: a rebuffer
     "startup",  # requests with su: the player was starting (or seeking, recovering)
     "startup_ttfb_ms",  # time to first byte of those
     "ttfb_ms",
@@ -35,30 +35,66 @@ MAX_SESSIONS = 100_000  # sessions whose last edge is remembered; emptied when f
 
 
 class SessionEdges:
-    """The edge each session (CMCD ``sid``) was last heard from, so that a stall is laid
-    at the right door: CMCD's ``bs`` says the buffer ran dry *since the last request*, so
-    a player that stalled on one edge and was steered to another reports it to the new
-    one. (Each consumer keeps its own; an edge sends a session's events in order.)"""
+    """What a consumer remembers of each session (CMCD ``sid``): the edge it was last
+    heard from, and whether it is past its start-up.
+
+    The edge, so that a stall is laid at the right door: CMCD's ``bs`` says the buffer ran
+    dry *since the last request*, so a player that stalled on one edge and was steered to
+    another reports it to the new one.
+
+    The start-up, so that a player's first buffering is not counted as a rebuffer: dash.js
+    reports ``bs`` (with ``su``) on its first media requests of a live start, its buffer
+    being empty before anything played (its CMCD model sets both on a buffer-empty event,
+    and the live edge is not time 0). CTA-5004's ``su`` marks an object needed urgently for
+    start-up, seeking or recovery after a buffer-empty event, so ``bs`` alone, or ``bs`` with
+    ``su``, cannot tell the start from a stall; the session's history can. A session is past
+    its start-up once it has made a media request (one with a representation) without
+    ``su``: players drop ``su`` once they are playing (dash.js after its initial media
+    requests, hls.js once playing), and manifests and playlists, which dash.js asks for
+    without ``su`` before anything plays, have no representation. A ``bs`` before that is
+    the start's (unless that request itself, not the session's first, says it is no
+    start); one after, with or without ``su``, a rebuffer (:func:`rebuffered`).
+
+    Each consumer keeps its own (an edge sends a session's events in order; consumers
+    sharing the group each see a session within its first seconds of playing)."""
 
     def __init__(self, max_sessions: int = MAX_SESSIONS) -> None:
         self.max_sessions = max_sessions
         self.last: dict[str, str] = {}
+        self.playing: set[str] = set()  # sessions past their start-up
 
-    def swap(self, sid: str, edge: str) -> str | None:
-        """Note ``sid`` at ``edge``; the edge it was last heard from."""
-        last = self.last
+    def note(self, e: QoeEvent) -> tuple[str | None, bool]:
+        """Note ``e`` of its session: the edge the session was last heard from, and
+        whether it was past its start-up, before ``e``."""
+        sid, last = e.sid, self.last
         before = last.get(sid)
         if before is None and len(last) >= self.max_sessions:
             last.clear()
-        last[sid] = edge
-        return before
+            self.playing.clear()
+        last[sid] = e.edge
+        was_playing = sid in self.playing
+        if not was_playing and e.rung and not e.su:
+            self.playing.add(sid)
+        return before, was_playing
+
+
+def rebuffered(e: QoeEvent, before: str | None, was_playing: bool) -> bool:
+    """Whether ``e`` reports a rebuffer: a ``bs`` of a session past its start-up
+    (``was_playing``, :class:`SessionEdges`), or one its player says is not a start (a
+    media request without ``su``) after the session's first request; without a session,
+    every ``bs``."""
+    if not e.bs:
+        return False
+    if not e.sid or was_playing:
+        return True
+    return before is not None and bool(e.rung) and not e.su
 
 
 class Batch:
     """The sums of a batch of events per second and combination of dimensions."""
 
     def __init__(self, sessions: SessionEdges | None = None) -> None:
-        self.sessions = sessions
+        self.sessions = sessions if sessions is not None else SessionEdges()
         self.sums: dict[Combo, list[int]] = {}
         self.sids: dict[tuple[int, str], set[str]] = {}  # (second, edge) -> its sessions
         self.events = 0
@@ -72,14 +108,14 @@ class Batch:
     def add(self, e: QoeEvent) -> None:
         start = e.ts_ms // 1000
         sums = self._sums((start, e.edge, e.channel, e.region, e.rung))
-        before = self.sessions.swap(e.sid, e.edge) if self.sessions is not None and e.sid else None
+        before, was_playing = self.sessions.note(e) if e.sid else (None, False)
         if e.sid:
             self.sids.setdefault((start, e.edge), set()).add(e.sid)
         self.events += 1
         sums[0] += 1
         if e.status >= 400 or e.status == 0:
             sums[1] += 1
-        if e.bs:
+        if rebuffered(e, before, was_playing):
             if before is None or before == e.edge:
                 sums[2] += 1
             else:  # it ran dry on the edge it came from

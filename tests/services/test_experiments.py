@@ -301,7 +301,7 @@ def session_events(session: str, requests: int, starved: int, ttfb_ms: int) -> l
             1000,
             ttfb_ms,
             now,
-            bs=i < starved,
+            bs=0 < i <= starved,  # stalls after its start (bs at the start is none)
             su=i == 0,
             sid=session,
         )
