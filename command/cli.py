@@ -9,6 +9,12 @@ from __future__ import annotations
 import importlib
 import sys
 
+from kernel.config import KINDS, WorkersSettings
+from kernel.workers import shared_metrics
+
+# kinds that may run as several processes on one port (kernel/workers.py)
+WORKER_KINDS = {kind for kind, cls in KINDS.items() if issubclass(cls, WorkersSettings)}
+
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "demo": ("command.demo", "run the local stack with a live demo channel"),
@@ -55,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"livemesh: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if command not in WORKER_KINDS:
+        return _run(command, rest)
+    with shared_metrics():  # before the kind imports prometheus_client
+        return _run(command, rest)
+
+
+def _run(command: str, rest: list[str]) -> int:
     module = importlib.import_module(COMMANDS[command][0])
     result: int = module.main(rest)
     return result

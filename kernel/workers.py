@@ -10,7 +10,15 @@ over the group's sockets. The leader announces itself only once every follower h
 launcher that waits for the ready line finds the whole group serving), stops the followers
 when it stops, and fails when one of them dies, so the supervisor (or the pod) sees the kind
 fail instead of it running short without a word. Followers end with the leader however it
-ends (:func:`kernel.processes.parent_death_signal`).
+ends (:func:`kernel.processes.parent_death_signal`). After its ready line a follower's
+stdout is still read (and logged), so that nothing it prints can fill the pipe and block it.
+
+A scrape of /metrics reaches whichever worker the kernel hands the connection to (the
+gateway's is on the shared port) or the leader alone (the services' ``--metrics-port``),
+so each worker's own figures would tell only its share. A group therefore keeps its
+figures in prometheus_client's multiprocess mode (:func:`shared_metrics`: one directory
+per group, each worker's values in files there), and every worker exposes the sum of all
+of them (:func:`kernel.rpc.resilience.metrics.exposed`).
 
 Whatever a process keeps in memory is per worker; ``docs/architecture.md`` says, state by
 state, why that stays correct with N of them.
@@ -21,18 +29,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from kernel.processes import parent_death_signal
 
 log = logging.getLogger(__name__)
 
 FOLLOWER_ENV = "LIVEMESH_WORKER_OF"  # a follower's: its leader's pid (it starts no followers)
+# prometheus_client's multiprocess mode: read when prometheus_client is first imported
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+DRAIN_CHUNK = 1 << 16  # bytes of a follower's stdout read at once
 
 
 class WorkerDied(RuntimeError):
@@ -42,6 +55,24 @@ class WorkerDied(RuntimeError):
 def count(setting: int) -> int:
     """The group's size: the setting, or (0) one process per core this process may use."""
     return setting or len(os.sched_getaffinity(0))
+
+
+@contextmanager
+def shared_metrics() -> Iterator[None]:
+    """Run a kind that may have workers with its metrics in a directory of its group's own
+    (removed after), which its followers inherit with its environment. Must come before
+    ``prometheus_client`` is imported: the library picks its value store then. A directory
+    already set (a follower's, from its leader; or the operator's) is used as it is."""
+    if METRICS_DIR_ENV in os.environ:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="livemesh-metrics-")
+    os.environ[METRICS_DIR_ENV] = path
+    try:
+        yield
+    finally:
+        del os.environ[METRICS_DIR_ENV]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def is_follower() -> bool:
@@ -61,6 +92,7 @@ class Group:
 
     def __init__(self, followers: list[asyncio.subprocess.Process]) -> None:
         self.followers = followers
+        self.readers: list[asyncio.Task[None]] = []  # each follower's stdout, after ready
 
     @property
     def pids(self) -> list[int]:
@@ -80,6 +112,10 @@ class Group:
             dead = next(p for p, d in zip(self.followers, deaths, strict=True) if d in done)
             raise WorkerDied(f"worker {dead.pid} exited with {dead.returncode}")
 
+    def read_on(self) -> None:
+        """Keep reading every follower's stdout (its ready line has been read)."""
+        self.readers = [asyncio.create_task(_drain(proc)) for proc in self.followers]
+
     async def stop(self) -> None:
         """SIGTERM every follower (each drains as it would alone), SIGKILL stragglers."""
         for proc in self.followers:
@@ -92,6 +128,9 @@ class Group:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        for reader in self.readers:  # their pipes are at their end: nothing left unread
+            reader.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
 
 
 @asynccontextmanager
@@ -111,6 +150,7 @@ async def group(size: int, port: int) -> AsyncIterator[Group]:
             )
         for proc in started.followers:
             await _ready(proc)
+        started.read_on()
         yield started
     finally:
         await started.stop()
@@ -127,3 +167,12 @@ async def _ready(proc: asyncio.subprocess.Process) -> None:
     if not line:
         raise WorkerDied(f"worker {proc.pid} exited with {await proc.wait()} before it was ready")
     log.debug("worker %d: %s", proc.pid, line.decode().strip())
+
+
+async def _drain(proc: asyncio.subprocess.Process) -> None:
+    """A follower's stdout to the log until it closes (read in chunks: a line of any
+    length is read too)."""
+    assert proc.stdout is not None
+    while chunk := await proc.stdout.read(DRAIN_CHUNK):
+        for line in chunk.decode(errors="replace").splitlines():
+            log.info("worker %d: %s", proc.pid, line)

@@ -4,11 +4,14 @@ that dies takes the leader down with a reason instead of leaving it short."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import logging
 import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +19,10 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
-from kernel import procfs
+from kernel import procfs, workers
+from kernel.ports import free_port
 from kernel.processes import stop_processes, wait_exit
 from kernel.rpc.clients import RpcChannelFactory
 from kernel.rpc.resilience import balancer
@@ -26,14 +31,15 @@ from kernel.tokens import new_keys
 from tests.stack_helpers import ROOT
 
 CONNECTIONS = 16  # all on one of 2 workers by chance: 2 ** -15
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 class Group:
     """A ``livemesh KIND --workers 2`` leader, its ready address and its pids."""
 
-    def __init__(self, kind: str, env: dict[str, str]) -> None:
+    def __init__(self, kind: str, env: dict[str, str], *args: str) -> None:
         self.leader = subprocess.Popen(
-            [sys.executable, "-m", "command.cli", kind, "--port", "0", "--workers", "2"],
+            [sys.executable, "-m", "command.cli", kind, "--port", "0", "--workers", "2", *args],
             cwd=ROOT,
             env={**os.environ, **env, "LIVEMESH_LOG_LEVEL": "WARNING"},
             stdout=subprocess.PIPE,
@@ -56,8 +62,8 @@ def group_of(redis_url: str) -> Iterator[type[Group]]:
     started: list[Group] = []
     env = {"REDIS_URL": redis_url, TOKEN_KEYS_ENV: new_keys()}
 
-    def start(kind: str) -> Group:
-        started.append(Group(kind, env))
+    def start(kind: str, *args: str) -> Group:
+        started.append(Group(kind, env, *args))
         return started[-1]
 
     yield start  # type: ignore[misc]
@@ -158,3 +164,75 @@ def test_a_worker_that_dies_stops_its_leader_with_the_reason(group_of: type[Grou
     assert gateway.leader.wait(timeout=30) == 1
     assert gateway.leader.stderr is not None
     assert f"worker {follower} exited with -9" in gateway.leader.stderr.read()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The sum of the ``name`` samples with ``labels`` (and any others) in a Prometheus
+    text exposition."""
+    return sum(
+        found.value
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+        if found.name == name and found.labels.items() >= labels.items()
+    )
+
+
+def test_a_gateway_scrape_tells_every_workers_figures(group_of: type[Group]) -> None:
+    """Each /readyz makes one health call per service, counted by the worker that took
+    it; /metrics, answered by one worker, tells the calls of both."""
+    gateway = group_of("gateway")
+    host, port = gateway.address.rsplit(":", 1)
+    held = []
+    for _ in range(CONNECTIONS):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/readyz")  # no service runs: 503, each call UNAVAILABLE
+        assert conn.getresponse().status == 503
+        held.append(conn)
+    assert set(connection_owners(gateway.port, gateway.pids)) == gateway.pids  # both took some
+    for conn in held:
+        conn.close()
+    for _ in range(2):  # whichever worker answers the scrape
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        calls = sample(text, "livemesh_rpc_calls_total", method=HEALTH_CHECK,
+                       dependency="127.0.0.1:50053")  # fmt: skip
+        assert calls == CONNECTIONS
+
+
+def test_a_playback_scrape_tells_every_workers_figures(group_of: type[Group]) -> None:
+    metrics_port = free_port()
+    playback = group_of("playback", "--metrics-port", str(metrics_port))
+    channels = [
+        grpc.insecure_channel(playback.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CONNECTIONS)
+    ]
+    for channel in channels:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert set(connection_owners(playback.port, playback.pids)) == playback.pids
+    for channel in channels:
+        channel.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as got:
+        text = got.read().decode()
+    served = sample(text, "livemesh_rpc_served_total", method=HEALTH_CHECK, code="OK")
+    assert served == CONNECTIONS
+
+
+async def test_a_follower_printing_after_it_is_ready_is_never_blocked(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A follower's stdout is read after its ready line: a megabyte more (16 pipes' worth,
+    one line) is written, and it exits, instead of blocking on a full pipe."""
+    script = (
+        "import sys; print('follower: ready', flush=True); "
+        "sys.stdout.write('x' * (1 << 20) + '\\n'); sys.stdout.flush()"
+    )
+    monkeypatch.setattr(workers, "follower_command", lambda port: [sys.executable, "-c", script])
+    caplog.set_level(logging.INFO, logger=workers.__name__)
+    async with workers.group(2, 0) as group:
+        (follower,) = group.followers
+        async with asyncio.timeout(20):
+            assert await follower.wait() == 0
+    logged = "".join(r.getMessage() for r in caplog.records)
+    assert logged.count("x") >= 1 << 20

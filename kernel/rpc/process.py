@@ -37,7 +37,7 @@ from kernel.rpc.server import (
     RunningServer,
     ServiceSpec,
     start_server,
-    wait_for_termination_signal,
+    termination_signal,
 )
 from kernel.rpc.telemetry import start_metrics, start_tracing
 
@@ -138,8 +138,9 @@ async def _run(name: str, settings: S, build: Builder[S], needs_redis: bool) -> 
         )
         async with workers.group(size, running.port) as group:
             settle_heap()
+            stopped = termination_signal()
             print(f"{name}: {running.target}", flush=True)
-            await group.serve(wait_for_termination_signal())
+            await group.serve(stopped)
         await running.stop()
         await service.close()
     finally:

@@ -223,14 +223,26 @@ def listen(server: grpc.aio.Server, address: str, tls: TlsPaths | None) -> int:
     return port
 
 
-async def wait_for_termination_signal() -> None:
-    """Return on SIGTERM or SIGINT."""
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def termination_signal() -> asyncio.Future[None]:
+    """A future that SIGTERM or SIGINT completes, their handlers installed now: a process
+    takes it before it prints its ready line, so that a signal sent on reading that line
+    stops it gracefully instead of killing it (the default action); the handlers go when
+    the future is done or cancelled."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+    stopped: asyncio.Future[None] = loop.create_future()
+
+    def fire() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
+    def remove(_: asyncio.Future[None]) -> None:
+        for sig in TERMINATION_SIGNALS:
             loop.remove_signal_handler(sig)
+
+    for sig in TERMINATION_SIGNALS:
+        loop.add_signal_handler(sig, fire)
+    stopped.add_done_callback(remove)
+    return stopped

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from prometheus_client import start_http_server
 
 from kernel.config import ResilienceSettings
-from kernel.rpc.resilience.metrics import REGISTRY
+from kernel.rpc.resilience.metrics import exposed
 from kernel.rpc.resilience.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def start_metrics(host: str, port: int) -> Callable[[], None] | None:
     own, so a scrape never waits for the event loop); port 0: none. Returns the stop."""
     if port == 0:
         return None
-    server, thread = start_http_server(port, host, registry=REGISTRY)
+    server, thread = start_http_server(port, host, registry=exposed())
     log.info("metrics: http://%s:%d/metrics", host, port)
 
     def stop() -> None:

@@ -350,7 +350,7 @@ def targets_from(args: argparse.Namespace) -> dict[str, str]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from kernel.rpc.server import wait_for_termination_signal
+    from kernel.rpc.server import termination_signal
 
     factory = RpcChannelFactory()
     verifier = TokenVerifier(identity_key_loader(factory, args.identity_target))
@@ -371,8 +371,9 @@ async def serve(args: argparse.Namespace) -> None:
         port = runner.addresses[0][1]  # the bound port, also when --port 0
         async with workers.group(size, port) as group:
             settle_heap()
+            stopped = termination_signal()
             print(f"gateway: http://{args.host}:{port}", flush=True)
-            await group.serve(wait_for_termination_signal())
+            await group.serve(stopped)
     finally:
         await runner.cleanup()
         await gateway.manifests.close()

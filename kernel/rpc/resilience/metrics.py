@@ -1,13 +1,19 @@
 """The layer's metrics, in the Prometheus text format (``render()``).
 
-One registry of its own, so a process exposes exactly these (and tests read them).
+One registry of its own, so a process exposes exactly these (and tests read them). A
+group of workers (:mod:`kernel.workers`) keeps them in prometheus_client's multiprocess
+mode, and each worker exposes the whole group's (:func:`exposed`).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from kernel.workers import METRICS_DIR_ENV
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -46,6 +52,7 @@ BREAKER_STATE = Gauge(
     "Circuit breaker state (0 closed, 1 half-open, 2 open)",
     ["dependency"],
     registry=REGISTRY,
+    multiprocess_mode="max",  # of a group's workers (each has its breakers): the worst
 )
 BREAKER_REJECTED = Counter(
     "livemesh_breaker_rejected",
@@ -76,6 +83,7 @@ LIMIT = Gauge(
     "The adaptive concurrency limit",
     ["server"],
     registry=REGISTRY,
+    multiprocess_mode="sum",  # of a group's workers: what the port takes
 )
 EJECTIONS = Counter(
     "livemesh_outlier_ejections",
@@ -113,6 +121,24 @@ def child(metric: Any, *values: str) -> Any:
     return found
 
 
+_exposed: list[CollectorRegistry] = []
+
+
+def exposed() -> CollectorRegistry:
+    """The registry /metrics tells: :data:`REGISTRY`, or in a group of workers one that
+    collects every worker's figures from their files, summed (prometheus_client's
+    multiprocess mode; a gauge as its ``multiprocess_mode`` says)."""
+    if not _exposed:
+        path = os.environ.get(METRICS_DIR_ENV)
+        if path is None:
+            _exposed.append(REGISTRY)
+        else:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+            _exposed.append(registry)
+    return _exposed[0]
+
+
 def render() -> bytes:
     """All of the layer's metrics in the Prometheus text exposition format."""
-    return generate_latest(REGISTRY)
+    return generate_latest(exposed())
