@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import time
@@ -58,10 +59,11 @@ class Counter(grpc.aio.ServerInterceptor):
 
 
 class Gate(grpc.aio.ServerInterceptor):
-    """Holds unary calls of ``method`` until released; ``entered`` fires at ``n`` held."""
+    """Holds unary calls of ``method`` until released; ``entered`` fires at ``n`` held;
+    ``fail``: then answers that status instead."""
 
-    def __init__(self, method: str, n: int) -> None:
-        self.method, self.n, self.held = method, n, 0
+    def __init__(self, method: str, n: int, fail: grpc.StatusCode | None = None) -> None:
+        self.method, self.n, self.held, self.fail = method, n, 0, fail
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
@@ -80,6 +82,8 @@ class Gate(grpc.aio.ServerInterceptor):
             if self.held >= self.n:
                 self.entered.set()
             await self.release.wait()
+            if self.fail is not None:
+                await ctx.abort(self.fail, "failed at the gate")
             return await behaviour(request, ctx)
 
         return handler._replace(unary_unary=held)
@@ -747,3 +751,48 @@ async def test_registry_watch_follows_changes_and_keeps_the_last_snapshot_when_d
     finally:
         await channel.close()
         await writer.close()
+
+
+async def test_a_hedge_that_loses_with_an_error_leaves_no_exception_unretrieved(
+    start: Start, clients: Callable[..., RpcChannelFactory]
+) -> None:
+    """The first attempt and its hedge answer at once, the first OK, the hedge INTERNAL:
+    the call has the answer, and asyncio never reports the loser's error as a task
+    exception nobody retrieved (rounds: which of the two the wait hands back first is
+    up to the set's order)."""
+    rounds = 12
+    gates = [Gate(LIST, 1), Gate(LIST, 1)]
+    gates[1].release = gates[0].release  # both answer at once
+    gates[0].release.set()
+    a, b = [await start(gate) for gate in gates]
+    # every round hedges: budget to spare, B (failing each hedge) never ejected
+    config = ResilienceConfig(
+        budget_ratio=1.0, budget_min_retries=100, outliers=Outliers(consecutive=1000)
+    )
+    factory = clients(config)
+    target = f"{a.target},{b.target}"
+    stub = factory.stub(pb_grpc.RegistryServiceStub, target)
+    balancer = dependency(factory, target).balancer
+    for _ in range(30):  # both fast: the layer learns the method's p95
+        await stub.ListInstances(pb.ListInstancesRequest())
+    gates[1].fail = grpc.StatusCode.INTERNAL  # B fails from now on
+    unretrieved: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx["message"]))
+    try:
+        for _ in range(rounds):
+            for gate in gates:
+                gate.held = 0
+                gate.entered.clear()
+                gate.release.clear()
+            balancer._next = balancer._order.index(a.target)  # the first attempt goes to A
+            call = asyncio.ensure_future(stub.ListInstances(pb.ListInstancesRequest(), timeout=5))
+            for gate in gates:  # A's attempt and B's hedge, held
+                await asyncio.wait_for(gate.entered.wait(), 5)
+            gates[0].release.set()
+            assert isinstance(await call, pb.ListInstancesResponse)
+        await asyncio.sleep(0)  # the losers' last callbacks
+        gc.collect()  # a task whose exception nobody retrieved says so when collected
+    finally:
+        loop.set_exception_handler(None)
+    assert unretrieved == []

@@ -131,12 +131,23 @@ async def hedged(
         error: BaseException | None = None
         while tasks:
             done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is None:
+            # every finished attempt's outcome is read, the loser's error too: both can end
+            # in one wait, and a task's error nobody read is logged as never retrieved
+            errors = {task: task.exception() for task in done}
+            for task, failed in errors.items():
+                if failed is None:
                     return task.result()
-                error = task.exception()
+                error = failed
         assert error is not None
         raise error
     finally:
-        for task in tasks:
+        for task in tasks:  # the loser still running: its outcome, once cancelled, is read
             task.cancel()
+            task.add_done_callback(_read_outcome)
+
+
+def _read_outcome(task: asyncio.Future[Any]) -> None:
+    """Read a cancelled attempt's error, if it ended with one instead (so asyncio does not
+    log it as never retrieved); the breaker and balancer have counted it already."""
+    if not task.cancelled():
+        task.exception()
