@@ -332,6 +332,8 @@ def _cluster_needs(settings: Settings, env: Mapping[str, str]) -> Iterator[str]:
             yield "an edge needs --region: the region it registers in"
         if getattr(settings, "tier", "") == "edge" and not getattr(settings, "public_url", None):
             yield "an edge needs --public-url: the URL players are handed"
+        if getattr(settings, "qoe", "off") == "on" and not getattr(settings, "redis_url", None):
+            yield f"an edge with --qoe on needs REDIS_URL: the QoE stream's Redis ({README})"
     try:
         if isinstance(settings, TlsSettings) and tls_paths(settings) is None:
             yield f"livemesh {kind} speaks gRPC: mTLS needs {CA_ENV}, {CERT_ENV}, {KEY_ENV}"

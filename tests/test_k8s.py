@@ -108,6 +108,12 @@ def test_the_qoe_processor_runs_on_the_regional_redis_probed_by_its_own_health(
     assert metrics["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9090}]
     for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):
         assert any(d["kind"] == kind and d["metadata"]["name"] == "qoe" for d in one_region)
+    # the edges feed its stream: players' CMCD, to the same Redis
+    edge = container(one_region, "edge")
+    assert edge["args"][edge["args"].index("--qoe") + 1] == "on"
+    assert redis_key(one_region, "edge") == "redis_url"
+    edge_labels = deployment(one_region, "edge")["spec"]["template"]["metadata"]["labels"]
+    assert selects(policies["redis-egress"], edge_labels)
 
 
 def redis_key(docs: list[Doc], name: str) -> str:
@@ -254,6 +260,10 @@ def test_our_rules_catch_each_breach(one_region: list[Doc]) -> None:
         env = container(docs, "qoe")["env"]
         env[:] = [e for e in env if e["name"] != "REDIS_URL"]
 
+    def edge_qoe_without_redis(docs: list[Doc]) -> None:
+        env = container(docs, "edge")["env"]
+        env[:] = [e for e in env if e["name"] != "REDIS_URL"]
+
     cases = {
         no_probe: "Deployment playback (namespace livemesh): container playback: no livenessProbe",
         http_probe_on_grpc: "readinessProbe: a gRPC service on mTLS is probed by exec "
@@ -273,6 +283,7 @@ def test_our_rules_catch_each_breach(one_region: list[Doc]) -> None:
         qoe_metrics_on_loopback: "Deployment qoe (namespace livemesh): container qoe: serves "
         "/metrics and its probes on 127.0.0.1",
         qoe_without_redis: "livemesh qoe needs REDIS_URL",
+        edge_qoe_without_redis: "container edge: an edge with --qoe on needs REDIS_URL",
         replicas_under_hpa: "Deployment edge (namespace livemesh): sets replicas, which every "
         "apply would reset under HorizontalPodAutoscaler edge",
         misspelt_settings: "settings.toml: no such edeg",
