@@ -11,6 +11,7 @@ from live.ingest.ingest_source import (
     PLAYOUT_DELAY_MS,
     STALE_MS,
     ChannelBusy,
+    ChannelEnded,
     IngestSource,
     MediaClock,
 )
@@ -82,10 +83,18 @@ def test_slate_until_a_broadcaster_then_its_pictures_at_the_channel_rate(
     now[0] += STALE_MS + 1
     assert luma(source.video_frame(90, START_MS + 3000)) != luma(frame)  # slate again
     assert not source.on_air.is_set()
-    evicted: list[bool] = []
-    feed.on_evicted = lambda: evicted.append(True)
-    source.attach(shared_clock=True)
-    assert evicted == [True] and feed.detached
+    evicted: list[str] = []
+    feed.on_cut = evicted.append
+    successor = source.attach(shared_clock=True)
+    assert evicted == ["a new broadcaster took the channel over"] and feed.detached
+    # the channel ends: its broadcaster is cut, told why, and no other attaches
+    ended: list[str] = []
+    successor.on_cut = ended.append
+    source.end()
+    assert ended == ["channel unit has ended"] and successor.detached
+    assert not source.publishing
+    with pytest.raises(ChannelEnded):
+        source.attach(shared_clock=True)
 
 
 def test_sound_lands_on_the_output_sample_its_timestamp_names(

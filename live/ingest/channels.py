@@ -6,7 +6,8 @@ put on air when its first broadcaster presents a valid key, so an operator's new
 needs no restart of ingest and costs no encoder until someone broadcasts.  Once on air a
 channel stays on air (the slate between broadcasters), as a named one does, so its epoch
 and segment numbering survive a broadcaster coming and going, until the channels service
-ends it: then it goes off air (its encoder stops; an ended channel is never taken again).
+ends it: then its broadcaster, if one is still pushing, is cut (told why, then closed)
+and it goes off air (its encoder stops; an ended channel is never taken again).
 ``--not-channel`` names channels that another packager runs (the demo's test source): a
 key for one of those is refused, as two packagers on one channel would interleave their
 epochs.
@@ -105,7 +106,8 @@ class IngestChannels:
         return source
 
     async def _off_air_when_ended(self, name: str) -> None:
-        """Once the channels service ends the channel, stop encoding it (the slate too)."""
+        """Once the channels service ends the channel, cut its broadcaster and stop encoding
+        it (the slate too)."""
         while True:
             try:
                 await wait_until_ended(self.redis, name)
@@ -113,9 +115,9 @@ class IngestChannels:
             except (RedisError, OSError) as exc:  # Redis away: the channel stays on air
                 log.warning("ingest: channel %s: its end unread (%r): again", name, exc)
                 await asyncio.sleep(END_RETRY_S)
-        log.info("ingest: channel %s ended: off air", name)
+        log.info("ingest: channel %s ended: its broadcaster cut, off air", name)
         self._ends.pop(name, None)
-        self.sources.pop(name, None)
+        self.sources.pop(name).end()  # a broadcaster still pushing is told, then closed
         self.channels.pop(name).stop()
         await self.runs.pop(name)
 

@@ -20,7 +20,10 @@ While no broadcaster is attached, or the attached one has sent nothing for
 :data:`STALE_MS`, the channel gets the slate and silence.  One broadcaster at
 a time: a second :meth:`IngestSource.attach` raises :class:`ChannelBusy`
 unless the first one has gone stale (then it is evicted: a crashed encoder's
-reconnect must not wait for the dead session's timeout).
+reconnect must not wait for the dead session's timeout).  When the channel ends,
+:meth:`IngestSource.end` cuts its broadcaster and no other may attach.  Either way
+the feed's ``on_cut`` is told why, so the session can tell its broadcaster before
+closing.
 """
 
 from __future__ import annotations
@@ -65,6 +68,13 @@ DROPPED = Counter(
 
 class ChannelBusy(Exception):
     """The channel already has a live broadcaster."""
+
+
+class ChannelEnded(Exception):
+    """The channel has ended: it takes no broadcaster any more."""
+
+
+Cut = Callable[[str], None]  # told why a feed was cut off (evicted, channel ended)
 
 
 class MediaClock:
@@ -135,6 +145,7 @@ class IngestSource:
         self.slates = Slates(self.width, self.height, config.name)
         self._lock = threading.Lock()
         self._feed: IngestFeed | None = None
+        self._ended = False
         self._ever_live = False
         self._origin_ms: int | None = None  # wall clock of the channel's media time 0
         self._pictures: deque[tuple[float, av.VideoFrame]] = deque()
@@ -145,10 +156,9 @@ class IngestSource:
 
     # -- broadcaster side ---------------------------------------------------------------
 
-    def attach(
-        self, shared_clock: bool, on_evicted: Callable[[], None] | None = None
-    ) -> IngestFeed:
-        """A feed for a new broadcaster; raises :class:`ChannelBusy` if one is live.
+    def attach(self, shared_clock: bool, on_cut: Cut | None = None) -> IngestFeed:
+        """A feed for a new broadcaster; raises :class:`ChannelBusy` if one is live,
+        :class:`ChannelEnded` once the channel has ended.
 
         ``shared_clock``: audio and video timestamps come from one clock (RTMP), so
         one mapping serves both; otherwise (WebRTC tracks start at 0 each) each
@@ -156,20 +166,29 @@ class IngestSource:
         """
         evicted: IngestFeed | None = None
         with self._lock:
+            if self._ended:
+                raise ChannelEnded(self.config.name)
             current = self._feed
             if current is not None:
                 if not current.stale(clock.now_ms()):
                     raise ChannelBusy(self.config.name)
                 evicted = current
-            feed = IngestFeed(self, shared_clock, on_evicted)
+            feed = IngestFeed(self, shared_clock, on_cut)
             self._feed = feed
             self._clear_media()
         if evicted is not None:
             log.info("channel %s: stale broadcaster evicted by a new one", self.config.name)
-            evicted.detached = True
-            if evicted.on_evicted:
-                evicted.on_evicted()
+            evicted.cut("a new broadcaster took the channel over")
         return feed
+
+    def end(self) -> None:
+        """The channel ended: cut its broadcaster (told why) and take no other."""
+        with self._lock:
+            self._ended = True
+            feed = self._feed
+        if feed is not None:
+            self.detach(feed)
+            feed.cut(f"channel {self.config.name} has ended")
 
     def detach(self, feed: IngestFeed) -> None:
         with self._lock:
@@ -273,11 +292,9 @@ class IngestSource:
 class IngestFeed:
     """One broadcaster's way into an :class:`IngestSource`; thread-safe to push into."""
 
-    def __init__(
-        self, source: IngestSource, shared_clock: bool, on_evicted: Callable[[], None] | None
-    ) -> None:
+    def __init__(self, source: IngestSource, shared_clock: bool, on_cut: Cut | None) -> None:
         self.source = source
-        self.on_evicted = on_evicted
+        self.on_cut = on_cut
         self.detached = False
         self.attached_ms = clock.now_ms()
         self.last_arrival_ms: int | None = None
@@ -341,6 +358,12 @@ class IngestFeed:
 
     def close(self) -> None:
         self.source.detach(self)
+
+    def cut(self, why: str) -> None:
+        """Cut off by the source (evicted, the channel ended): the session is told ``why``."""
+        self.detached = True
+        if self.on_cut is not None:
+            self.on_cut(why)
 
 
 def fit_picture(picture: av.VideoFrame, width: int, height: int) -> av.VideoFrame:

@@ -13,10 +13,10 @@ Routes (aiohttp), with ``Authorization: Bearer <stream key>`` on every request:
 Errors carry the reason as ``text/plain``: 401 (no or wrong key), 400 (not an
 SDP offer we can read), 406 (no codec aiortc can take: H.264 constrained
 baseline ``42e01f``/``42001f`` with packetization-mode 1, or VP8; Opus), 409
-(the channel already has a broadcaster), 415 (not ``application/sdp``), 429
-(this client tries too often) and 503 (the process has too many attempts at
-once): :mod:`live.ingest.admission` refuses a flood of offers before any key
-lookup or negotiation, so it never reaches the channels.
+(the channel already has a broadcaster), 410 (the channel has just ended), 415
+(not ``application/sdp``), 429 (this client tries too often) and 503 (the process
+has too many attempts at once): :mod:`live.ingest.admission` refuses a flood of
+offers before any key lookup or negotiation, so it never reaches the channels.
 
 FFmpeg's own ``whip`` muxer (FFmpeg 8, as bundled with PyAV) works as a client
 when it is given a P-256 certificate (its ``cert_file``/``key_file`` options).

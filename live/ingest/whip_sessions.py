@@ -3,7 +3,8 @@
 A session is opened from a checked offer on a channel free of broadcasters; its tracks'
 frames go to the channel's feed, stamped with their arrival, and it is closed when the
 client deletes it, the connection fails, its media never starts or stops (the slate
-comes back), or the channel's feed is taken over.
+comes back), the channel's feed is taken over, or the channel ends (the operator's
+EndChannel: the peer connection is closed, so the broadcaster's stack sees the session end).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from prometheus_client import Counter
 
 from kernel import clock
 from live.ingest.decode_queue import BoundedDecodeQueue, bound_decoder
-from live.ingest.ingest_source import ChannelBusy, IngestFeed, IngestSource
+from live.ingest.ingest_source import ChannelBusy, ChannelEnded, IngestFeed, IngestSource
 from live.ingest.whip_answers import refusal
 from live.ingest.whip_offer import SUPPORTED
 
@@ -56,13 +57,17 @@ class WhipSessions:
 
     async def open(self, channel: str, source: IngestSource, offer: str) -> WhipSession:
         """A session answering ``offer`` on ``channel``, or the refusal the client gets
-        (409 busy channel, 406 no codec aiortc can take, 400 an unusable offer)."""
+        (409 busy channel, 410 ended channel, 406 no codec aiortc can take, 400 an
+        unusable offer)."""
         session_id = secrets.token_urlsafe(16)
         try:
-            feed = source.attach(shared_clock=False, on_evicted=lambda: self._evicted(session_id))
+            feed = source.attach(shared_clock=False, on_cut=lambda why: self._cut(session_id, why))
         except ChannelBusy as exc:
             SESSIONS.labels("busy").inc()
             raise refusal(web.HTTPConflict, f"channel {channel} already has a broadcaster") from exc
+        except ChannelEnded as exc:
+            SESSIONS.labels("ended").inc()
+            raise refusal(web.HTTPGone, f"channel {channel} has ended") from exc
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: answer at once
         session = WhipSession(session_id, channel, pc, feed, f'"{secrets.token_hex(8)}"')
 
@@ -137,10 +142,12 @@ class WhipSessions:
             if not session.closed.is_set() and now - silent_since > limit_ms:
                 await self.close(session, "no media")
 
-    def _evicted(self, session_id: str) -> None:
+    def _cut(self, session_id: str, why: str) -> None:
+        """The channel cut this session off (evicted, ended): close its peer connection,
+        which the broadcaster sees as a DTLS close_notify, the end WebRTC has for it."""
         session = self.by_id.get(session_id)
         if session is not None:
-            asyncio.get_running_loop().create_task(self.close(session, "evicted"))
+            asyncio.get_running_loop().create_task(self.close(session, why))
 
     async def close(self, session: WhipSession, why: str) -> None:
         """End ``session`` once (its feed gives the channel back to the slate)."""
