@@ -27,6 +27,7 @@ from kernel.channel_config import ChannelConfig
 from kernel.channel_config_store import channel_ended, get_channel_config, wait_until_ended
 from live.channel import LiveChannel
 from live.ingest.ingest_source import IngestSource
+from live.ingest.status import IngestStatusWriter
 from live.state import ChannelStore
 
 log = logging.getLogger("livemesh.ingest")
@@ -57,6 +58,7 @@ class IngestChannels:
         self.runs: dict[str, asyncio.Task[None]] = {}  # each channel's encoder, while on air
         self._ends: dict[str, asyncio.Task[None]] = {}  # each waits for its channel's end
         self._starting: dict[str, asyncio.Task[IngestSource]] = {}
+        self.status: dict[str, IngestStatusWriter] = {}  # each channel's, while on air
 
     async def start(self) -> None:
         """The named channels on air (slate): their epochs begin before any broadcaster."""
@@ -102,6 +104,7 @@ class IngestChannels:
             run.result()  # raises why the channel could not go on air
         self.runs[config.name] = run
         self.channels[config.name], self.sources[config.name] = channel, source
+        self.status[config.name] = IngestStatusWriter(self.redis, source)
         self._ends[config.name] = asyncio.create_task(self._off_air_when_ended(config.name))
         return source
 
@@ -118,6 +121,7 @@ class IngestChannels:
         log.info("ingest: channel %s ended: its broadcaster cut, off air", name)
         self._ends.pop(name, None)
         self.sources.pop(name).end()  # a broadcaster still pushing is told, then closed
+        await self.status.pop(name).close()
         self.channels.pop(name).stop()
         await self.runs.pop(name)
 
@@ -126,6 +130,8 @@ class IngestChannels:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for status in self.status.values():
+            await status.close()
         for channel in self.channels.values():
             channel.stop()
         for run in self.runs.values():

@@ -68,6 +68,7 @@ class RtmpPublisher:
         self.feed: IngestFeed | None = None
         self.channel: str | None = None
         self.stream_id = 1  # the message stream the client publishes on
+        self.declared_rate: float | None = None  # the FLV stream's frame rate, once open
         self.replies = CommandReader()  # FFmpeg's side, read for its chunk size only
         self._back: asyncio.Task[None] | None = None  # relays FFmpeg's side to the client
         self._cutting: asyncio.Task[None] | None = None
@@ -189,7 +190,9 @@ class RtmpPublisher:
                 size = self.replies.chunk_size
                 raise RtmpRefused(reason, connect_rejected(transaction, reason, size))
         elif name == "publish":
-            key = str(args[2]).split("?", 1)[0] if len(args) > 2 else ""
+            name = str(args[2]) if len(args) > 2 else ""
+            key, _, query = name.partition("?")
+            backup = "backup=1" in query.split("&")
             channel = await self.front.keys.channel_for(key)
             source = await self.front.sources.source_for(channel) if channel else None
             size = self.replies.chunk_size
@@ -200,7 +203,9 @@ class RtmpPublisher:
                 )
                 raise RtmpRefused("wrong stream key", bad)
             try:
-                self.feed = source.attach(shared_clock=True, on_cut=self._cut)
+                self.feed = source.attach(
+                    shared_clock=True, on_cut=self._cut_from_any_thread, backup=backup
+                )
             except (ChannelBusy, ChannelEnded) as exc:
                 busy = isinstance(exc, ChannelBusy)
                 PUBLISHERS.labels("busy" if busy else "ended").inc()
@@ -211,6 +216,12 @@ class RtmpPublisher:
             self.channel, self.stream_id = channel, stream_id
             PUBLISHERS.labels("accepted").inc()
             log.info("rtmp: channel %s publisher from %s accepted", channel, self._peer())
+
+    def _cut_from_any_thread(self, why: str) -> None:
+        """The feed's ``on_cut``: the decode thread cuts too (a backup that disagrees)."""
+        loop = self.front.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._cut, why)
 
     def _cut(self, why: str) -> None:
         """Cut off (on the loop): tell the client ``why``, then close its connection."""
@@ -255,6 +266,9 @@ class RtmpPublisher:
                 timeout=(LISTENER_START_S + PUBLISH_TIMEOUT_S, READ_TIMEOUT_S),
             ) as container:
                 streams = [s for s in container.streams if s.type in ("video", "audio")]
+                video = container.streams.video
+                rate = video[0].average_rate if video else None  # FLV metadata's framerate
+                self.declared_rate = float(rate) if rate else None
                 for packet in container.demux(streams):
                     if self.stopping.is_set():
                         break
@@ -274,6 +288,8 @@ class RtmpPublisher:
         if feed is None or feed.detached or frame.time is None:
             return
         if isinstance(frame, av.VideoFrame):
+            if feed.params is None:
+                feed.declared_rate = self.declared_rate
             feed.video(frame, float(frame.time), clock.now_ms())
         elif isinstance(frame, av.AudioFrame):
             feed.audio(frame, float(frame.time), clock.now_ms())

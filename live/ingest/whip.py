@@ -4,7 +4,12 @@ Routes (aiohttp), with ``Authorization: Bearer <stream key>`` on every request:
 
 * ``POST /whip`` or ``POST /whip/{channel}`` — an SDP offer (``application/sdp``);
   ``201 Created`` with the complete SDP answer (aiortc gathers every candidate
-  before answering), ``Location`` of the session and its ``ETag``.
+  before answering), ``Location`` of the session and its ``ETag``.  With
+  ``?backup=1`` the session is the channel's backup feed (dual ingest,
+  :mod:`live.ingest.feed_params`): a picture that disagrees with the primary's is
+  known only once media flows, after the ``201``, so such a session is then closed
+  (the client sees its peer connection end) and the reason is the channel's
+  ``refused`` ingest status.
 * ``PATCH /whip/sessions/{id}`` — ``application/trickle-ice-sdpfrag``: candidates
   are applied, ``204``; an ICE restart is not supported by aiortc: ``422``.
 * ``DELETE /whip/sessions/{id}`` — ends the session, ``200``.
@@ -134,7 +139,8 @@ class WhipEndpoint:
             SESSIONS.labels("overloaded").inc()
             raise refusal(web.HTTPServiceUnavailable, "too many sessions starting", retry_s=1)
         async with self._negotiating:
-            session = await self.live.open(channel, source, offer)
+            backup = request.query.get("backup") == "1"  # dual ingest's second feed
+            session = await self.live.open(channel, source, offer, backup)
         location = f"/whip/sessions/{session.id}"
         return web.Response(
             status=201,

@@ -54,14 +54,21 @@ class WhipSessions:
 
     def __init__(self) -> None:
         self.by_id: dict[str, WhipSession] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
-    async def open(self, channel: str, source: IngestSource, offer: str) -> WhipSession:
+    async def open(
+        self, channel: str, source: IngestSource, offer: str, backup: bool = False
+    ) -> WhipSession:
         """A session answering ``offer`` on ``channel``, or the refusal the client gets
         (409 busy channel, 410 ended channel, 406 no codec aiortc can take, 400 an
         unusable offer)."""
         session_id = secrets.token_urlsafe(16)
+        self.loop = asyncio.get_running_loop()
         try:
-            feed = source.attach(shared_clock=False, on_cut=lambda why: self._cut(session_id, why))
+            feed = source.attach(
+                shared_clock=False, on_cut=lambda why: self._cut(session_id, why), backup=backup
+            )
         except ChannelBusy as exc:
             SESSIONS.labels("busy").inc()
             raise refusal(web.HTTPConflict, f"channel {channel} already has a broadcaster") from exc
@@ -143,11 +150,18 @@ class WhipSessions:
                 await self.close(session, "no media")
 
     def _cut(self, session_id: str, why: str) -> None:
-        """The channel cut this session off (evicted, ended): close its peer connection,
-        which the broadcaster sees as a DTLS close_notify, the end WebRTC has for it."""
+        """The channel cut this session off (evicted, ended, a backup that disagrees, or
+        one that took over): close its peer connection, which the broadcaster sees as a
+        DTLS close_notify, the end WebRTC has for it.  Any thread may cut (an RTMP
+        feed's decode thread does, taking over from this one)."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._close_soon, session_id, why)
+
+    def _close_soon(self, session_id: str, why: str) -> None:
         session = self.by_id.get(session_id)
         if session is not None:
-            asyncio.get_running_loop().create_task(self.close(session, why))
+            self._closing.add(task := asyncio.create_task(self.close(session, why)))
+            task.add_done_callback(self._closing.discard)
 
     async def close(self, session: WhipSession, why: str) -> None:
         """End ``session`` once (its feed gives the channel back to the slate)."""
