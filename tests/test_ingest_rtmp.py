@@ -101,8 +101,30 @@ async def test_a_backup_feed_that_disagrees_is_told_why_and_the_primary_carries_
         assert why.encode() in said, said  # FFmpeg read the onStatus and logs why
         assert source.refused == why and source.on_air.is_set()
         # the operator is shown which feed was refused and why
-        await asyncio.wait_for(server.channels.status["dual"].flushed(), 5)
+        refused = server.channels.status["dual"].wait_until(lambda s: "refused_backup" in s)
+        await asyncio.wait_for(refused, 5)
         shown = await redis.hgetall(ChannelKeys("dual").ingest)
         assert shown == {b"primary": b"320x180@30", b"refused_backup": why.encode()}, shown
         _, colour = await next_segment_centre(ChannelStore(redis, "dual"))
         assert is_broadcast(colour), colour  # the primary was never interrupted
+
+
+async def test_a_backup_feed_that_agrees_stands_by_and_takes_over_when_the_primary_stops(
+    redis: aioredis.Redis,
+) -> None:
+    async with (
+        ingest_server(redis, "dual", KEY, rtmp=True) as server,
+        contextlib.AsyncExitStack() as primary,
+    ):
+        source, status = server.sources["dual"], server.channels.status["dual"]
+        await primary.enter_async_context(ffmpeg_publisher(server, KEY))
+        assert await wait_threading_event(source.on_air, 15)
+        async with ffmpeg_publisher(server, f"{KEY}?backup=1") as backup:
+            both = {"primary": "320x180@30", "backup": "320x180@30"}
+            await asyncio.wait_for(status.wait_until(lambda s: s == both), 15)
+            await primary.aclose()  # the main encoder stops
+            await asyncio.wait_for(status.wait_until(lambda s: s == {"primary": "320x180@30"}), 5)
+            assert backup.returncode is None  # still pushing: it is the one on air now
+            assert source.on_air.is_set() or await wait_threading_event(source.on_air, 5)
+            _, colour = await next_segment_centre(ChannelStore(redis, "dual"))
+            assert is_broadcast(colour), colour

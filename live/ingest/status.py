@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -31,40 +32,37 @@ class IngestStatusWriter:
         self.key = ChannelKeys(source.config.name).ingest
         self.loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
-        self._changes = 1  # the first write: nobody connected yet
-        self._dirty.set()
-        self._caught_up = asyncio.Event()  # every change so far is written
+        self._dirty.set()  # the first write: nobody connected yet
+        self.written: dict[str, str] | None = None  # the status last written
+        self._wrote = asyncio.Condition()
         source.on_change = self.changed
         self._task = asyncio.create_task(self._run(), name=f"ingest-status-{source.config.name}")
 
     def changed(self) -> None:
         """The source's feeds changed (any thread)."""
         if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._mark)
+            self.loop.call_soon_threadsafe(self._dirty.set)
 
-    def _mark(self) -> None:
-        self._changes += 1
-        self._caught_up.clear()
-        self._dirty.set()
-
-    async def flushed(self) -> None:
-        """Return once every change seen so far is in Redis."""
-        await self._caught_up.wait()
+    async def wait_until(self, shown: Callable[[dict[str, str]], bool]) -> None:
+        """Return once the status in Redis is one ``shown`` accepts (what an operator sees)."""
+        async with self._wrote:
+            await self._wrote.wait_for(lambda: self.written is not None and shown(self.written))
 
     async def _run(self) -> None:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            upto = self._changes
+            status = self.source.status()
             try:
-                await self._write(self.source.status())
+                await self._write(status)
             except (RedisError, OSError) as exc:
                 log.warning("ingest: channel %s status unwritten (%r): again", self.key, exc)
                 await asyncio.sleep(RETRY_S)
                 self._dirty.set()
                 continue
-            if upto == self._changes:
-                self._caught_up.set()
+            async with self._wrote:
+                self.written = status
+                self._wrote.notify_all()
 
     async def _write(self, status: dict[str, str]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

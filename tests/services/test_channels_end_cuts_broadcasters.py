@@ -94,7 +94,8 @@ async def test_ending_a_channel_cuts_its_rtmp_pusher_and_its_key(
         source = on_air.server.sources["cutrtmp"]
         async with ffmpeg_publisher(on_air.server, on_air.key) as pusher:
             assert await wait_threading_event(source.on_air, ON_AIR_WITHIN_S)
-            await asyncio.wait_for(on_air.server.channels.status["cutrtmp"].flushed(), 5)
+            status = on_air.server.channels.status["cutrtmp"]
+            await asyncio.wait_for(status.wait_until(lambda s: "primary" in s), 5)
             live = await on_air.stub.GetChannel(pb.GetChannelRequest(name="channels/cutrtmp"))
             assert live.channel.live_status.ingest.primary == "320x180@30"  # what the console shows
             answered = await on_air.end()
