@@ -190,8 +190,8 @@ class RtmpPublisher:
                 size = self.replies.chunk_size
                 raise RtmpRefused(reason, connect_rejected(transaction, reason, size))
         elif name == "publish":
-            name = str(args[2]) if len(args) > 2 else ""
-            key, _, query = name.partition("?")
+            stream_name = str(args[2]) if len(args) > 2 else ""
+            key, _, query = stream_name.partition("?")
             backup = "backup=1" in query.split("&")
             channel = await self.front.keys.channel_for(key)
             source = await self.front.sources.source_for(channel) if channel else None
