@@ -8,6 +8,8 @@ one Redis Cluster slot and a MULTI over its keys stays atomic there:
 ``lm:{ch}:config:log``              stream, one entry per write of that record
 ``lm:{ch}:ended``                   set once the channel is ended (an entry on the log too)
 ``lm:{ch}:streamkey``               SHA-256 of the channel's current stream key
+``lm:{ch}:ingest``                  hash: ingest's view of the broadcaster's feeds
+                                    (``primary``, ``backup``, ``refused_backup``)
 ``lm:{ch}:epoch``                   the current epoch (JSON)
 ``lm:{ch}:epochs``                  hash epoch id -> epoch JSON (TTL window)
 ``lm:{ch}:pos:{epoch}``             hash rendition -> "segment:chunk:complete"
@@ -131,6 +133,11 @@ class ChannelKeys:
     @property
     def stream_key(self) -> str:
         return f"{self.prefix}:streamkey"
+
+    @property
+    def ingest(self) -> str:
+        """Ingest's view of the broadcaster's feeds (a hash: primary, backup, refused_backup)."""
+        return f"{self.prefix}:ingest"
 
     @property
     def epoch(self) -> str:

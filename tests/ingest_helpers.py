@@ -108,11 +108,16 @@ def is_slate(rgb: np.ndarray) -> bool:
 
 
 class ColourTrack(VideoStreamTrack):
-    """A broadcaster's camera: a solid magenta picture, 320x180."""
+    """A broadcaster's camera: a solid magenta picture, 320x180 unless told."""
+
+    def __init__(self, size: tuple[int, int] = (320, 180)) -> None:
+        super().__init__()
+        self.size = size
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
-        picture = np.empty((180, 320, 3), np.uint8)
+        width, height = self.size
+        picture = np.empty((height, width, 3), np.uint8)
         picture[:] = BROADCAST_RGB
         frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
         frame.pts, frame.time_base = pts, time_base
@@ -134,8 +139,8 @@ class ToneTrack(AudioStreamTrack):
         return frame
 
 
-def broadcaster_tracks() -> list[MediaStreamTrack]:
-    return [ColourTrack(), ToneTrack()]
+def broadcaster_tracks(size: tuple[int, int] = (320, 180)) -> list[MediaStreamTrack]:
+    return [ColourTrack(size), ToneTrack()]
 
 
 async def wait_threading_event(event: object, timeout_s: float) -> bool:

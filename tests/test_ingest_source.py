@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from live.ingest.decode_queue import BoundedDecodeQueue, is_keyframe
+from live.ingest.feed_params import FeedParams, disagreement
 from live.ingest.ingest_source import (
     PLAYOUT_DELAY_MS,
     STALE_MS,
     ChannelBusy,
+    ChannelEnded,
     IngestSource,
     MediaClock,
 )
@@ -82,10 +84,18 @@ def test_slate_until_a_broadcaster_then_its_pictures_at_the_channel_rate(
     now[0] += STALE_MS + 1
     assert luma(source.video_frame(90, START_MS + 3000)) != luma(frame)  # slate again
     assert not source.on_air.is_set()
-    evicted: list[bool] = []
-    feed.on_evicted = lambda: evicted.append(True)
-    source.attach(shared_clock=True)
-    assert evicted == [True] and feed.detached
+    evicted: list[str] = []
+    feed.on_cut = evicted.append
+    successor = source.attach(shared_clock=True)
+    assert evicted == ["a new broadcaster took the channel over"] and feed.detached
+    # the channel ends: its broadcaster is cut, told why, and no other attaches
+    ended: list[str] = []
+    successor.on_cut = ended.append
+    source.end()
+    assert ended == ["channel unit has ended"] and successor.detached
+    assert not source.publishing
+    with pytest.raises(ChannelEnded):
+        source.attach(shared_clock=True)
 
 
 def test_sound_lands_on_the_output_sample_its_timestamp_names(
@@ -145,3 +155,55 @@ def test_the_playout_delay_shrinks_back_after_a_jitter_spike() -> None:
     assert buffered[0] > PLAYOUT_DELAY_MS + 300  # the spike's delay, at first
     assert buffered[-1] == PLAYOUT_DELAY_MS  # and given back once arrivals are steady
     assert media.shrinks == 1
+
+
+def test_a_backup_feed_must_carry_the_primarys_picture() -> None:
+    primary = FeedParams(640, 360, 30.0)
+    assert disagreement(primary, FeedParams(640, 360, 30000 / 1001)) is not None
+    assert disagreement(primary, FeedParams(640, 360, 30.0)) is None
+    assert disagreement(primary, FeedParams(640, 360)) is None  # WHIP declares no rate
+    said = disagreement(primary, FeedParams(1280, 720, 30.0))
+    assert said == "the backup feed is 1280x720, the primary 640x360"
+    said = disagreement(primary, FeedParams(640, 360, 25.0))
+    assert said == "the backup feed runs at 25 fps, the primary at 30"
+
+
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The wall clock (ms), moved by the test."""
+    moment = [START_MS]
+    monkeypatch.setattr("kernel.clock.now_ms", lambda: moment[0])
+    return moment
+
+
+def test_a_backup_that_disagrees_is_cut_and_one_that_agrees_takes_over_a_stale_primary(
+    now: list[int],
+) -> None:
+    source = IngestSource(small_config("dual"))
+    cuts: dict[str, list[str]] = {"primary": [], "wrong": [], "right": []}
+    primary = source.attach(shared_clock=True, on_cut=cuts["primary"].append)
+    primary.video(picture(100), 0.0)
+    with pytest.raises(ChannelBusy):  # not a backup: a second broadcaster
+        source.attach(shared_clock=True)
+
+    wrong = source.attach(shared_clock=True, on_cut=cuts["wrong"].append, backup=True)
+    wrong.video(picture(200, 640, 480), 0.0)
+    assert cuts["wrong"] == ["the backup feed is 640x480, the primary 320x240"]
+    assert source.refused == cuts["wrong"][0] and wrong.detached
+
+    right = source.attach(shared_clock=True, on_cut=cuts["right"].append, backup=True)
+    with pytest.raises(ChannelBusy):  # one backup at a time
+        source.attach(shared_clock=True, backup=True)
+    for i in range(3):  # standing by: mapped, not shown
+        now[0] += 33
+        primary.video(picture(100), i / 30)
+        right.video(picture(200), i / 30)
+    shown = source.video_frame(30, now[0] + PLAYOUT_DELAY_MS)
+    assert luma(shown) == 100 and cuts["right"] == [] and not right.detached
+
+    now[0] += STALE_MS + 1  # the primary's encoder died; the backup's frames still come
+    right.video(picture(200), (now[0] - START_MS) / 1000)
+    assert cuts["primary"] == ["the backup feed took over"] and primary.detached
+    assert luma(source.video_frame(120, now[0] + 2 * PLAYOUT_DELAY_MS)) == 200
+    source.end()
+    assert cuts["right"] == ["channel dual has ended"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -23,9 +24,9 @@ from tests.ingest_helpers import (
 KEY = "whip-secret-key"
 
 
-async def make_offer() -> RTCPeerConnection:
+async def make_offer(size: tuple[int, int] = (320, 180)) -> RTCPeerConnection:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    for track in broadcaster_tracks():
+    for track in broadcaster_tracks(size):
         pc.addTransceiver(track, direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     return pc
@@ -33,10 +34,10 @@ async def make_offer() -> RTCPeerConnection:
 
 @contextlib.asynccontextmanager
 async def publishing(
-    http: aiohttp.ClientSession, url: str, key: str = KEY
+    http: aiohttp.ClientSession, url: str, key: str = KEY, size: tuple[int, int] = (320, 180)
 ) -> AsyncIterator[tuple[RTCPeerConnection, str]]:
     """An aiortc broadcaster on air for the body; yields its connection and session URL."""
-    pc = await make_offer()
+    pc = await make_offer(size)
     try:
         async with http.post(
             url,
@@ -156,3 +157,29 @@ async def test_the_endpoint_refuses_bad_keys_and_bad_offers(redis: aioredis.Redi
             assert response.headers["Accept-Post"] == "application/sdp"
             assert "POST" in response.headers["Access-Control-Allow-Methods"]
         assert not server.sources["whip"].publishing
+
+
+async def test_a_backup_session_whose_picture_disagrees_is_closed_with_the_reason_kept(
+    redis: aioredis.Redis,
+) -> None:
+    async with ingest_server(redis, "whip", KEY) as server, aiohttp.ClientSession() as http:
+        source = server.sources["whip"]
+        async with publishing(http, endpoint(server)):
+            assert await wait_threading_event(source.on_air, 10)
+            backup_url = endpoint(server, "/whip/whip?backup=1")
+            async with publishing(http, backup_url, size=(640, 360)) as (backup, _):
+                closed = asyncio.Event()
+
+                @backup.on("connectionstatechange")
+                def on_state() -> None:
+                    if backup.connectionState in ("closed", "failed"):
+                        closed.set()
+
+                # the size is known only once media flows, after the 201: the session
+                # is closed then (the client sees its peer connection end), told no more
+                await asyncio.wait_for(closed.wait(), 10)
+                assert backup.connectionState == "closed"
+            assert source.refused == "the backup feed is 640x360, the primary 320x180"
+            assert source.on_air.is_set() and len(server.whip.sessions) == 1
+            _, colour = await next_segment_centre(ChannelStore(redis, "whip"))
+            assert is_broadcast(colour), colour  # the primary carried on

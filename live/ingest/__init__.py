@@ -5,7 +5,14 @@ pulling frames on its own clock, and :class:`IngestSource` answers with the
 broadcaster's newest picture and sound, or with a slate while nobody publishes.
 """
 
-from live.ingest.ingest_source import ChannelBusy, IngestFeed, IngestSource
+from live.ingest.ingest_source import ChannelBusy, ChannelEnded, IngestFeed, IngestSource
 from live.ingest.keys import RedisStreamKeys, StreamKeys
 
-__all__ = ["ChannelBusy", "IngestFeed", "IngestSource", "RedisStreamKeys", "StreamKeys"]
+__all__ = [
+    "ChannelBusy",
+    "ChannelEnded",
+    "IngestFeed",
+    "IngestSource",
+    "RedisStreamKeys",
+    "StreamKeys",
+]

@@ -6,7 +6,8 @@ put on air when its first broadcaster presents a valid key, so an operator's new
 needs no restart of ingest and costs no encoder until someone broadcasts.  Once on air a
 channel stays on air (the slate between broadcasters), as a named one does, so its epoch
 and segment numbering survive a broadcaster coming and going, until the channels service
-ends it: then it goes off air (its encoder stops; an ended channel is never taken again).
+ends it: then its broadcaster, if one is still pushing, is cut (told why, then closed)
+and it goes off air (its encoder stops; an ended channel is never taken again).
 ``--not-channel`` names channels that another packager runs (the demo's test source): a
 key for one of those is refused, as two packagers on one channel would interleave their
 epochs.
@@ -26,6 +27,7 @@ from kernel.channel_config import ChannelConfig
 from kernel.channel_config_store import channel_ended, get_channel_config, wait_until_ended
 from live.channel import LiveChannel
 from live.ingest.ingest_source import IngestSource
+from live.ingest.status import IngestStatusWriter
 from live.state import ChannelStore
 
 log = logging.getLogger("livemesh.ingest")
@@ -56,6 +58,7 @@ class IngestChannels:
         self.runs: dict[str, asyncio.Task[None]] = {}  # each channel's encoder, while on air
         self._ends: dict[str, asyncio.Task[None]] = {}  # each waits for its channel's end
         self._starting: dict[str, asyncio.Task[IngestSource]] = {}
+        self.status: dict[str, IngestStatusWriter] = {}  # each channel's, while on air
 
     async def start(self) -> None:
         """The named channels on air (slate): their epochs begin before any broadcaster."""
@@ -101,11 +104,13 @@ class IngestChannels:
             run.result()  # raises why the channel could not go on air
         self.runs[config.name] = run
         self.channels[config.name], self.sources[config.name] = channel, source
+        self.status[config.name] = IngestStatusWriter(self.redis, source)
         self._ends[config.name] = asyncio.create_task(self._off_air_when_ended(config.name))
         return source
 
     async def _off_air_when_ended(self, name: str) -> None:
-        """Once the channels service ends the channel, stop encoding it (the slate too)."""
+        """Once the channels service ends the channel, cut its broadcaster and stop encoding
+        it (the slate too)."""
         while True:
             try:
                 await wait_until_ended(self.redis, name)
@@ -113,9 +118,10 @@ class IngestChannels:
             except (RedisError, OSError) as exc:  # Redis away: the channel stays on air
                 log.warning("ingest: channel %s: its end unread (%r): again", name, exc)
                 await asyncio.sleep(END_RETRY_S)
-        log.info("ingest: channel %s ended: off air", name)
+        log.info("ingest: channel %s ended: its broadcaster cut, off air", name)
         self._ends.pop(name, None)
-        self.sources.pop(name, None)
+        self.sources.pop(name).end()  # a broadcaster still pushing is told, then closed
+        await self.status.pop(name).close()
         self.channels.pop(name).stop()
         await self.runs.pop(name)
 
@@ -124,6 +130,8 @@ class IngestChannels:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for status in self.status.values():
+            await status.close()
         for channel in self.channels.values():
             channel.stop()
         for run in self.runs.values():

@@ -20,7 +20,14 @@ While no broadcaster is attached, or the attached one has sent nothing for
 :data:`STALE_MS`, the channel gets the slate and silence.  One broadcaster at
 a time: a second :meth:`IngestSource.attach` raises :class:`ChannelBusy`
 unless the first one has gone stale (then it is evicted: a crashed encoder's
-reconnect must not wait for the dead session's timeout).
+reconnect must not wait for the dead session's timeout), or unless it asks to be
+the *backup* feed (dual ingest): one backup is kept beside a live primary, its
+media mapped but not shown, and it takes over the instant the primary goes stale.
+A backup whose picture disagrees with the primary's (:mod:`live.ingest.feed_params`)
+is cut, told why, and the reason kept in :attr:`IngestSource.refused`.  When the channel ends,
+:meth:`IngestSource.end` cuts its broadcaster and no other may attach.  Either way
+the feed's ``on_cut`` is told why, so the session can tell its broadcaster before
+closing.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from prometheus_client import Counter
 
 from kernel import clock
 from kernel.channel_config import ChannelConfig
+from live.ingest.feed_params import FeedParams, disagreement
 from live.ingest.slate import SlateKind, Slates
 from live.source import AAC_FRAME_SAMPLES
 
@@ -58,6 +66,7 @@ SHRINK_MARGIN_MS = 50  # buffered beyond the playout delay the whole window: giv
 RESYNCS = Counter(
     "livemesh_ingest_clock_resyncs", "Input clocks re-anchored onto the wall clock", ["channel"]
 )
+BACKUPS = Counter("livemesh_ingest_backup_feeds", "Backup feeds by outcome", ["channel", "outcome"])
 DROPPED = Counter(
     "livemesh_ingest_dropped", "Input frames dropped (late or over the bound)", ["channel", "kind"]
 )
@@ -65,6 +74,13 @@ DROPPED = Counter(
 
 class ChannelBusy(Exception):
     """The channel already has a live broadcaster."""
+
+
+class ChannelEnded(Exception):
+    """The channel has ended: it takes no broadcaster any more."""
+
+
+Cut = Callable[[str], None]  # told why a feed was cut off (evicted, channel ended)
 
 
 class MediaClock:
@@ -135,6 +151,10 @@ class IngestSource:
         self.slates = Slates(self.width, self.height, config.name)
         self._lock = threading.Lock()
         self._feed: IngestFeed | None = None
+        self._backup: IngestFeed | None = None  # dual ingest: stands by beside the primary
+        self.refused: str | None = None  # why the last backup feed was turned away
+        self.on_change: Callable[[], None] | None = None  # feeds came, went or were refused
+        self._ended = False
         self._ever_live = False
         self._origin_ms: int | None = None  # wall clock of the channel's media time 0
         self._pictures: deque[tuple[float, av.VideoFrame]] = deque()
@@ -146,38 +166,113 @@ class IngestSource:
     # -- broadcaster side ---------------------------------------------------------------
 
     def attach(
-        self, shared_clock: bool, on_evicted: Callable[[], None] | None = None
+        self, shared_clock: bool, on_cut: Cut | None = None, backup: bool = False
     ) -> IngestFeed:
-        """A feed for a new broadcaster; raises :class:`ChannelBusy` if one is live.
+        """A feed for a new broadcaster; raises :class:`ChannelBusy` if one is live (and,
+        for a ``backup``, a live backup too), :class:`ChannelEnded` once the channel ended.
 
         ``shared_clock``: audio and video timestamps come from one clock (RTMP), so
         one mapping serves both; otherwise (WebRTC tracks start at 0 each) each
-        track is anchored on its own first arrival.
+        track is anchored on its own first arrival.  A ``backup`` with no live primary
+        is the primary.
         """
-        evicted: IngestFeed | None = None
         with self._lock:
-            current = self._feed
-            if current is not None:
-                if not current.stale(clock.now_ms()):
+            if self._ended:
+                raise ChannelEnded(self.config.name)
+            now = clock.now_ms()
+            primary_live = self._feed is not None and not self._feed.stale(now)
+            feed = IngestFeed(self, shared_clock, on_cut)
+            if backup and primary_live:
+                evicted = self._backup
+                if evicted is not None and not evicted.stale(now):
                     raise ChannelBusy(self.config.name)
-                evicted = current
-            feed = IngestFeed(self, shared_clock, on_evicted)
-            self._feed = feed
-            self._clear_media()
+                self._backup = feed
+            elif primary_live:
+                raise ChannelBusy(self.config.name)
+            else:
+                evicted, self._feed = self._feed, feed
+                self._clear_media()
         if evicted is not None:
             log.info("channel %s: stale broadcaster evicted by a new one", self.config.name)
-            evicted.detached = True
-            if evicted.on_evicted:
-                evicted.on_evicted()
+            evicted.cut("a new broadcaster took the channel over")
+        self._changed()
         return feed
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def status(self) -> dict[str, str]:
+        """What an operator is shown of the feeds (the channels service's ``IngestStatus``)."""
+        with self._lock:
+            feeds = {"primary": self._feed, "backup": self._backup}
+            refused = self.refused
+        shown = {role: feed.described() for role, feed in feeds.items() if feed is not None}
+        return {**shown, "refused_backup": refused} if refused else shown
+
+    def end(self) -> None:
+        """The channel ended: cut its broadcaster's feeds (told why) and take no other."""
+        with self._lock:
+            self._ended = True
+            feeds = [f for f in (self._feed, self._backup) if f is not None]
+        for feed in feeds:
+            self.detach(feed)
+            feed.cut(f"channel {self.config.name} has ended")
+
+    def _described(self, feed: IngestFeed) -> None:
+        """``feed``'s first picture said what it carries: shown to operators, and a backup
+        that disagrees with its primary (whichever spoke first) is cut, told why."""
+        self._check_backup(feed)
+        self._changed()
+
+    def _check_backup(self, feed: IngestFeed) -> None:
+        with self._lock:
+            primary, backup = self._feed, self._backup
+            if primary is None or backup is None or feed not in (primary, backup):
+                return
+            if primary.params is None or backup.params is None:
+                return
+            why = disagreement(primary.params, backup.params)
+            if why is not None:
+                self._backup = None
+                self.refused = why
+        if why is None:
+            BACKUPS.labels(self.config.name, "agrees").inc()
+        else:
+            log.info("channel %s: backup feed refused: %s", self.config.name, why)
+            BACKUPS.labels(self.config.name, "refused").inc()
+            backup.cut(why)
+
+    def _takes_over(self, feed: IngestFeed) -> bool:
+        """Whether ``feed`` is the one shown: the primary, or a backup whose primary went
+        stale (it is made the primary now, the old one cut)."""
+        with self._lock:
+            if self._feed is feed:
+                return True
+            if self._backup is not feed:
+                return False
+            old = self._feed
+            if old is not None and not old.stale(clock.now_ms()):
+                return False
+            self._feed, self._backup = feed, None
+            self._clear_media()
+        BACKUPS.labels(self.config.name, "took_over").inc()
+        log.info("channel %s: the backup feed took over from a stale primary", self.config.name)
+        if old is not None:
+            old.cut("the backup feed took over")
+        self._changed()
+        return True
 
     def detach(self, feed: IngestFeed) -> None:
         with self._lock:
+            if self._backup is feed:
+                self._backup = None
             if self._feed is feed:
                 self._feed = None
                 self._clear_media()
                 self.on_air.clear()
         feed.detached = True
+        self._changed()
 
     @property
     def publishing(self) -> bool:
@@ -189,6 +284,8 @@ class IngestSource:
         self._current = self._current_fitted = None
 
     def _push_picture(self, feed: IngestFeed, at_ms: float, frame: av.VideoFrame) -> None:
+        if not self._takes_over(feed):
+            return  # a backup standing by: mapped (its clock kept warm), not shown
         with self._lock:
             if self._feed is not feed:
                 return
@@ -273,11 +370,9 @@ class IngestSource:
 class IngestFeed:
     """One broadcaster's way into an :class:`IngestSource`; thread-safe to push into."""
 
-    def __init__(
-        self, source: IngestSource, shared_clock: bool, on_evicted: Callable[[], None] | None
-    ) -> None:
+    def __init__(self, source: IngestSource, shared_clock: bool, on_cut: Cut | None) -> None:
         self.source = source
-        self.on_evicted = on_evicted
+        self.on_cut = on_cut
         self.detached = False
         self.attached_ms = clock.now_ms()
         self.last_arrival_ms: int | None = None
@@ -291,6 +386,8 @@ class IngestFeed:
         self._next_audio: int | None = None
         self.video_frames = 0
         self.audio_frames = 0
+        self.params: FeedParams | None = None  # known from the first picture
+        self.declared_rate: float | None = None  # the frame rate the protocol declared
 
     def stale(self, now_ms: int) -> bool:
         """Nothing received for :data:`STALE_MS` (or since attaching, for a silent start)."""
@@ -306,6 +403,11 @@ class IngestFeed:
         """A decoded picture stamped ``pts_s`` on the broadcaster's clock."""
         at_ms = self._stamp(self._video_clock, pts_s, arrival_ms)
         self.video_frames += 1
+        if self.params is None:
+            self.params = FeedParams(frame.width, frame.height, self.declared_rate)
+            self.source._described(self)
+            if self.detached:
+                return
         self.source._push_picture(self, at_ms, frame)
 
     def audio(self, frame: av.AudioFrame, pts_s: float, arrival_ms: int | None = None) -> None:
@@ -341,6 +443,16 @@ class IngestFeed:
 
     def close(self) -> None:
         self.source.detach(self)
+
+    def described(self) -> str:
+        """The feed as an operator reads it: its picture, once one came."""
+        return str(self.params) if self.params is not None else "connected"
+
+    def cut(self, why: str) -> None:
+        """Cut off by the source (evicted, the channel ended): the session is told ``why``."""
+        self.detached = True
+        if self.on_cut is not None:
+            self.on_cut(why)
 
 
 def fit_picture(picture: av.VideoFrame, width: int, height: int) -> av.VideoFrame:

@@ -11,6 +11,10 @@ the connection before FFmpeg sees a byte of media, after telling the client
 why (``onStatus`` ``NetStream.Publish.BadName`` for a wrong key,
 ``NetStream.Publish.Denied`` for a busy channel, ``_error``
 ``NetConnection.Connect.Rejected`` for a wrong app), so its log names the cause.
+A stream name ``<key>?backup=1`` publishes the channel's backup feed (dual ingest,
+:mod:`live.ingest.feed_params`); one whose picture disagrees with the primary's is
+cut once its first picture decodes, with an ``onStatus`` ``NetStream.Publish.Denied``
+naming the difference (FFmpeg logs ``Server error: the backup feed is ...``).
 Once accepted, the relay stops parsing and the decode thread feeds the
 channel's :class:`IngestFeed` (:mod:`live.ingest.rtmp_publisher`; the commands
 are read by :mod:`live.ingest.rtmp_messages`).

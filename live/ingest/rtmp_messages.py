@@ -27,8 +27,9 @@ class RtmpRefused(Exception):
         self.reply = reply
 
 
-def command_message(stream_id: int, *values: Any) -> bytes:
-    """An AMF0 command message, chunked at the protocol's initial 128-byte chunk size."""
+def command_message(stream_id: int, *values: Any, chunk_size: int = 128) -> bytes:
+    """An AMF0 command message, chunked at ``chunk_size``: the size the server's side last
+    set (the protocol starts at 128), or the client reads the chunk headers as payload."""
     payload = b"".join(encode_amf0(v) for v in values)
     header = (
         bytes([STATUS_CHUNK_STREAM])  # fmt 0
@@ -37,20 +38,24 @@ def command_message(stream_id: int, *values: Any) -> bytes:
         + b"\x14"  # AMF0 command
         + stream_id.to_bytes(4, "little")
     )
-    chunks = [payload[at : at + 128] for at in range(0, len(payload), 128)]
+    chunks = [payload[at : at + chunk_size] for at in range(0, len(payload), chunk_size)]
     return header + bytes([0xC0 | STATUS_CHUNK_STREAM]).join(chunks)
 
 
-def publish_status(stream_id: int, code: str, description: str) -> bytes:
-    """``onStatus`` with level ``error`` for a refused ``publish``."""
+def publish_status(stream_id: int, code: str, description: str, chunk_size: int = 128) -> bytes:
+    """``onStatus`` with level ``error``: a refused ``publish``, or a publisher cut off.
+
+    FFmpeg logs an error status's description (``Server error: ...``) and stops; OBS's
+    librtmp closes on ``NetStream.Publish.Denied``.
+    """
     info = {"level": "error", "code": code, "description": description}
-    return command_message(stream_id, "onStatus", 0, None, info)
+    return command_message(stream_id, "onStatus", 0, None, info, chunk_size=chunk_size)
 
 
-def connect_rejected(transaction: float, description: str) -> bytes:
+def connect_rejected(transaction: float, description: str, chunk_size: int = 128) -> bytes:
     """``_error`` answering ``connect`` to an app other than ours."""
     info = {"level": "error", "code": "NetConnection.Connect.Rejected", "description": description}
-    return command_message(0, "_error", transaction, None, info)
+    return command_message(0, "_error", transaction, None, info, chunk_size=chunk_size)
 
 
 @dataclass
@@ -72,6 +77,16 @@ class CommandReader:
         self._chunk_size = 128
         self._streams: dict[int, _ChunkStream] = {}
         self.stream_id = 0  # message stream of the last command read
+
+    @property
+    def chunk_size(self) -> int:
+        """The chunk size this side last set (Set Chunk Size), 128 before it set one."""
+        return self._chunk_size
+
+    @property
+    def between_chunks(self) -> bool:
+        """No chunk is half read: another message may be written into this direction now."""
+        return not self._buffer and not self._handshake_left
 
     def feed(self, data: bytes) -> list[tuple[str, list[Any]]]:
         """Commands completed by ``data``: ``(name, [transaction id, object, args...])``."""

@@ -4,7 +4,12 @@ Routes (aiohttp), with ``Authorization: Bearer <stream key>`` on every request:
 
 * ``POST /whip`` or ``POST /whip/{channel}`` — an SDP offer (``application/sdp``);
   ``201 Created`` with the complete SDP answer (aiortc gathers every candidate
-  before answering), ``Location`` of the session and its ``ETag``.
+  before answering), ``Location`` of the session and its ``ETag``.  With
+  ``?backup=1`` the session is the channel's backup feed (dual ingest,
+  :mod:`live.ingest.feed_params`): a picture that disagrees with the primary's is
+  known only once media flows, after the ``201``, so such a session is then closed
+  (the client sees its peer connection end) and the reason is the channel's
+  ``refused`` ingest status.
 * ``PATCH /whip/sessions/{id}`` — ``application/trickle-ice-sdpfrag``: candidates
   are applied, ``204``; an ICE restart is not supported by aiortc: ``422``.
 * ``DELETE /whip/sessions/{id}`` — ends the session, ``200``.
@@ -13,10 +18,10 @@ Routes (aiohttp), with ``Authorization: Bearer <stream key>`` on every request:
 Errors carry the reason as ``text/plain``: 401 (no or wrong key), 400 (not an
 SDP offer we can read), 406 (no codec aiortc can take: H.264 constrained
 baseline ``42e01f``/``42001f`` with packetization-mode 1, or VP8; Opus), 409
-(the channel already has a broadcaster), 415 (not ``application/sdp``), 429
-(this client tries too often) and 503 (the process has too many attempts at
-once): :mod:`live.ingest.admission` refuses a flood of offers before any key
-lookup or negotiation, so it never reaches the channels.
+(the channel already has a broadcaster), 410 (the channel has just ended), 415
+(not ``application/sdp``), 429 (this client tries too often) and 503 (the process
+has too many attempts at once): :mod:`live.ingest.admission` refuses a flood of
+offers before any key lookup or negotiation, so it never reaches the channels.
 
 FFmpeg's own ``whip`` muxer (FFmpeg 8, as bundled with PyAV) works as a client
 when it is given a P-256 certificate (its ``cert_file``/``key_file`` options).
@@ -134,7 +139,8 @@ class WhipEndpoint:
             SESSIONS.labels("overloaded").inc()
             raise refusal(web.HTTPServiceUnavailable, "too many sessions starting", retry_s=1)
         async with self._negotiating:
-            session = await self.live.open(channel, source, offer)
+            backup = request.query.get("backup") == "1"  # dual ingest's second feed
+            session = await self.live.open(channel, source, offer, backup)
         location = f"/whip/sessions/{session.id}"
         return web.Response(
             status=201,

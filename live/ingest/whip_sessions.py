@@ -3,7 +3,8 @@
 A session is opened from a checked offer on a channel free of broadcasters; its tracks'
 frames go to the channel's feed, stamped with their arrival, and it is closed when the
 client deletes it, the connection fails, its media never starts or stops (the slate
-comes back), or the channel's feed is taken over.
+comes back), the channel's feed is taken over, or the channel ends (the operator's
+EndChannel: the peer connection is closed, so the broadcaster's stack sees the session end).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from prometheus_client import Counter
 
 from kernel import clock
 from live.ingest.decode_queue import BoundedDecodeQueue, bound_decoder
-from live.ingest.ingest_source import ChannelBusy, IngestFeed, IngestSource
+from live.ingest.ingest_source import ChannelBusy, ChannelEnded, IngestFeed, IngestSource
 from live.ingest.whip_answers import refusal
 from live.ingest.whip_offer import SUPPORTED
 
@@ -53,16 +54,27 @@ class WhipSessions:
 
     def __init__(self) -> None:
         self.by_id: dict[str, WhipSession] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
-    async def open(self, channel: str, source: IngestSource, offer: str) -> WhipSession:
+    async def open(
+        self, channel: str, source: IngestSource, offer: str, backup: bool = False
+    ) -> WhipSession:
         """A session answering ``offer`` on ``channel``, or the refusal the client gets
-        (409 busy channel, 406 no codec aiortc can take, 400 an unusable offer)."""
+        (409 busy channel, 410 ended channel, 406 no codec aiortc can take, 400 an
+        unusable offer)."""
         session_id = secrets.token_urlsafe(16)
+        self.loop = asyncio.get_running_loop()
         try:
-            feed = source.attach(shared_clock=False, on_evicted=lambda: self._evicted(session_id))
+            feed = source.attach(
+                shared_clock=False, on_cut=lambda why: self._cut(session_id, why), backup=backup
+            )
         except ChannelBusy as exc:
             SESSIONS.labels("busy").inc()
             raise refusal(web.HTTPConflict, f"channel {channel} already has a broadcaster") from exc
+        except ChannelEnded as exc:
+            SESSIONS.labels("ended").inc()
+            raise refusal(web.HTTPGone, f"channel {channel} has ended") from exc
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: answer at once
         session = WhipSession(session_id, channel, pc, feed, f'"{secrets.token_hex(8)}"')
 
@@ -137,10 +149,19 @@ class WhipSessions:
             if not session.closed.is_set() and now - silent_since > limit_ms:
                 await self.close(session, "no media")
 
-    def _evicted(self, session_id: str) -> None:
+    def _cut(self, session_id: str, why: str) -> None:
+        """The channel cut this session off (evicted, ended, a backup that disagrees, or
+        one that took over): close its peer connection, which the broadcaster sees as a
+        DTLS close_notify, the end WebRTC has for it.  Any thread may cut (an RTMP
+        feed's decode thread does, taking over from this one)."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._close_soon, session_id, why)
+
+    def _close_soon(self, session_id: str, why: str) -> None:
         session = self.by_id.get(session_id)
         if session is not None:
-            asyncio.get_running_loop().create_task(self.close(session, "evicted"))
+            self._closing.add(task := asyncio.create_task(self.close(session, why)))
+            task.add_done_callback(self._closing.discard)
 
     async def close(self, session: WhipSession, why: str) -> None:
         """End ``session`` once (its feed gives the channel back to the slate)."""

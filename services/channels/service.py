@@ -91,6 +91,11 @@ class ChannelServicer(pb_grpc.ChannelServiceServicer):
         status.epoch = epoch.id
         status.epoch_start_time.FromMilliseconds(epoch.start_ms)
         status.representations.extend(r.id for r in epoch.representations)
+        feeds = await self.redis.hgetall(keys.ingest)  # written by ingest while it runs
+        if feeds:
+            status.ingest.SetInParent()
+            for field in ("primary", "backup", "refused_backup"):
+                setattr(status.ingest, field, feeds.get(field, ""))
         if epoch.representations:
             raw = await self.redis.hget(keys.position(epoch.id), epoch.representations[0].id)
             if raw is not None:

@@ -25,47 +25,49 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#livemesh/channels/v1/channels.proto\x12\x14livemesh.channels.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"g\n\tVideoRung\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05width\x18\x02 \x01(\x05R\x05width\x12\x16\n\x06height\x18\x03 \x01(\x05R\x06height\x12\x18\n\x07\x62itrate\x18\x04 \x01(\x05R\x07\x62itrate\"\x92\x01\n\x0fLatencySettings\x12\x1d\n\nsegment_ms\x18\x01 \x01(\x05R\tsegmentMs\x12\x19\n\x08\x63hunk_ms\x18\x02 \x01(\x05R\x07\x63hunkMs\x12\x19\n\x08window_s\x18\x03 \x01(\x05R\x07windowS\x12*\n\x11target_latency_ms\x18\x04 \x01(\x05R\x0ftargetLatencyMs\"\xd4\x01\n\nLiveStatus\x12\x14\n\x05\x65poch\x18\x01 \x01(\tR\x05\x65poch\x12\x44\n\x10\x65poch_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0e\x65pochStartTime\x12!\n\x0clive_segment\x18\x03 \x01(\x03R\x0bliveSegment\x12\x1d\n\nlive_chunk\x18\x04 \x01(\x05R\tliveChunk\x12(\n\x0frepresentations\x18\x05 \x03(\tR\x0frepresentations\"\xc3\x03\n\x07\x43hannel\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12\x42\n\x0cvideo_ladder\x18\x03 \x03(\x0b\x32\x1f.livemesh.channels.v1.VideoRungR\x0bvideoLadder\x12#\n\raudio_bitrate\x18\x04 \x01(\x05R\x0c\x61udioBitrate\x12\x1d\n\nframe_rate\x18\x05 \x01(\x05R\tframeRate\x12?\n\x07latency\x18\x06 \x01(\x0b\x32%.livemesh.channels.v1.LatencySettingsR\x07latency\x12\x38\n\x05state\x18\x07 \x01(\x0e\x32\".livemesh.channels.v1.ChannelStateR\x05state\x12\x41\n\x0blive_status\x18\x08 \x01(\x0b\x32 .livemesh.channels.v1.LiveStatusR\nliveStatus\x12;\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\x8d\x01\n\x14\x43reateChannelRequest\x12\x1d\n\nchannel_id\x18\x01 \x01(\tR\tchannelId\x12\x37\n\x07\x63hannel\x18\x02 \x01(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x07\x63hannel\x12\x1d\n\nrequest_id\x18\x03 \x01(\tR\trequestId\"o\n\x15\x43reateChannelResponse\x12\x37\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x07\x63hannel\x12\x1d\n\nstream_key\x18\x02 \x01(\tR\tstreamKey\"\'\n\x11GetChannelRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"M\n\x12GetChannelResponse\x12\x37\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x07\x63hannel\"Q\n\x13ListChannelsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"y\n\x14ListChannelsResponse\x12\x39\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x08\x63hannels\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"F\n\x11\x45ndChannelRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"M\n\x12\x45ndChannelResponse\x12\x37\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x07\x63hannel\"K\n\x16RotateStreamKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"8\n\x17RotateStreamKeyResponse\x12\x1d\n\nstream_key\x18\x01 \x01(\tR\tstreamKey\"6\n\x15\x43heckStreamKeyRequest\x12\x1d\n\nstream_key\x18\x01 \x01(\tR\tstreamKey\"2\n\x16\x43heckStreamKeyResponse\x12\x18\n\x07\x63hannel\x18\x01 \x01(\tR\x07\x63hannel*v\n\x0c\x43hannelState\x12\x1d\n\x19\x43HANNEL_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43HANNEL_STATE_IDLE\x10\x01\x12\x16\n\x12\x43HANNEL_STATE_LIVE\x10\x02\x12\x17\n\x13\x43HANNEL_STATE_ENDED\x10\x03\x32\x80\x05\n\x0e\x43hannelService\x12h\n\rCreateChannel\x12*.livemesh.channels.v1.CreateChannelRequest\x1a+.livemesh.channels.v1.CreateChannelResponse\x12_\n\nGetChannel\x12\'.livemesh.channels.v1.GetChannelRequest\x1a(.livemesh.channels.v1.GetChannelResponse\x12\x65\n\x0cListChannels\x12).livemesh.channels.v1.ListChannelsRequest\x1a*.livemesh.channels.v1.ListChannelsResponse\x12_\n\nEndChannel\x12\'.livemesh.channels.v1.EndChannelRequest\x1a(.livemesh.channels.v1.EndChannelResponse\x12n\n\x0fRotateStreamKey\x12,.livemesh.channels.v1.RotateStreamKeyRequest\x1a-.livemesh.channels.v1.RotateStreamKeyResponse\x12k\n\x0e\x43heckStreamKey\x12+.livemesh.channels.v1.CheckStreamKeyRequest\x1a,.livemesh.channels.v1.CheckStreamKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#livemesh/channels/v1/channels.proto\x12\x14livemesh.channels.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"g\n\tVideoRung\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05width\x18\x02 \x01(\x05R\x05width\x12\x16\n\x06height\x18\x03 \x01(\x05R\x06height\x12\x18\n\x07\x62itrate\x18\x04 \x01(\x05R\x07\x62itrate\"\x92\x01\n\x0fLatencySettings\x12\x1d\n\nsegment_ms\x18\x01 \x01(\x05R\tsegmentMs\x12\x19\n\x08\x63hunk_ms\x18\x02 \x01(\x05R\x07\x63hunkMs\x12\x19\n\x08window_s\x18\x03 \x01(\x05R\x07windowS\x12*\n\x11target_latency_ms\x18\x04 \x01(\x05R\x0ftargetLatencyMs\"\x90\x02\n\nLiveStatus\x12\x14\n\x05\x65poch\x18\x01 \x01(\tR\x05\x65poch\x12\x44\n\x10\x65poch_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0e\x65pochStartTime\x12!\n\x0clive_segment\x18\x03 \x01(\x03R\x0bliveSegment\x12\x1d\n\nlive_chunk\x18\x04 \x01(\x05R\tliveChunk\x12(\n\x0frepresentations\x18\x05 \x03(\tR\x0frepresentations\x12:\n\x06ingest\x18\x06 \x01(\x0b\x32\".livemesh.channels.v1.IngestStatusR\x06ingest\"g\n\x0cIngestStatus\x12\x18\n\x07primary\x18\x01 \x01(\tR\x07primary\x12\x16\n\x06\x62\x61\x63kup\x18\x02 \x01(\tR\x06\x62\x61\x63kup\x12%\n\x0erefused_backup\x18\x03 \x01(\tR\rrefusedBackup\"\xc3\x03\n\x07\x43hannel\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12\x42\n\x0cvideo_ladder\x18\x03 \x03(\x0b\x32\x1f.livemesh.channels.v1.VideoRungR\x0bvideoLadder\x12#\n\raudio_bitrate\x18\x04 \x01(\x05R\x0c\x61udioBitrate\x12\x1d\n\nframe_rate\x18\x05 \x01(\x05R\tframeRate\x12?\n\x07latency\x18\x06 \x01(\x0b\x32%.livemesh.channels.v1.LatencySettingsR\x07latency\x12\x38\n\x05state\x18\x07 \x01(\x0e\x32\".livemesh.channels.v1.ChannelStateR\x05state\x12\x41\n\x0blive_status\x18\x08 \x01(\x0b\x32 .livemesh.channels.v1.LiveStatusR\nliveStatus\x12;\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\x8d\x01\n\x14\x43reateChannelRequest\x12\x1d\n\nchannel_id\x18\x01 \x01(\tR\tchannelId\x12\x37\n\x07\x63hannel\x18\x02 \x01(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x07\x63hannel\x12\x1d\n\nrequest_id\x18\x03 \x01(\tR\trequestId\"o\n\x15\x43reateChannelResponse\x12\x37\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x07\x63hannel\x12\x1d\n\nstream_key\x18\x02 \x01(\tR\tstreamKey\"\'\n\x11GetChannelRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"M\n\x12GetChannelResponse\x12\x37\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x07\x63hannel\"Q\n\x13ListChannelsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"y\n\x14ListChannelsResponse\x12\x39\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x08\x63hannels\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"F\n\x11\x45ndChannelRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"M\n\x12\x45ndChannelResponse\x12\x37\n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x1d.livemesh.channels.v1.ChannelR\x07\x63hannel\"K\n\x16RotateStreamKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"8\n\x17RotateStreamKeyResponse\x12\x1d\n\nstream_key\x18\x01 \x01(\tR\tstreamKey\"6\n\x15\x43heckStreamKeyRequest\x12\x1d\n\nstream_key\x18\x01 \x01(\tR\tstreamKey\"2\n\x16\x43heckStreamKeyResponse\x12\x18\n\x07\x63hannel\x18\x01 \x01(\tR\x07\x63hannel*v\n\x0c\x43hannelState\x12\x1d\n\x19\x43HANNEL_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43HANNEL_STATE_IDLE\x10\x01\x12\x16\n\x12\x43HANNEL_STATE_LIVE\x10\x02\x12\x17\n\x13\x43HANNEL_STATE_ENDED\x10\x03\x32\x80\x05\n\x0e\x43hannelService\x12h\n\rCreateChannel\x12*.livemesh.channels.v1.CreateChannelRequest\x1a+.livemesh.channels.v1.CreateChannelResponse\x12_\n\nGetChannel\x12\'.livemesh.channels.v1.GetChannelRequest\x1a(.livemesh.channels.v1.GetChannelResponse\x12\x65\n\x0cListChannels\x12).livemesh.channels.v1.ListChannelsRequest\x1a*.livemesh.channels.v1.ListChannelsResponse\x12_\n\nEndChannel\x12\'.livemesh.channels.v1.EndChannelRequest\x1a(.livemesh.channels.v1.EndChannelResponse\x12n\n\x0fRotateStreamKey\x12,.livemesh.channels.v1.RotateStreamKeyRequest\x1a-.livemesh.channels.v1.RotateStreamKeyResponse\x12k\n\x0e\x43heckStreamKey\x12+.livemesh.channels.v1.CheckStreamKeyRequest\x1a,.livemesh.channels.v1.CheckStreamKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'livemesh.channels.v1.channels_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNELSTATE']._serialized_start=1994
-  _globals['_CHANNELSTATE']._serialized_end=2112
+  _globals['_CHANNELSTATE']._serialized_start=2159
+  _globals['_CHANNELSTATE']._serialized_end=2277
   _globals['_VIDEORUNG']._serialized_start=94
   _globals['_VIDEORUNG']._serialized_end=197
   _globals['_LATENCYSETTINGS']._serialized_start=200
   _globals['_LATENCYSETTINGS']._serialized_end=346
   _globals['_LIVESTATUS']._serialized_start=349
-  _globals['_LIVESTATUS']._serialized_end=561
-  _globals['_CHANNEL']._serialized_start=564
-  _globals['_CHANNEL']._serialized_end=1015
-  _globals['_CREATECHANNELREQUEST']._serialized_start=1018
-  _globals['_CREATECHANNELREQUEST']._serialized_end=1159
-  _globals['_CREATECHANNELRESPONSE']._serialized_start=1161
-  _globals['_CREATECHANNELRESPONSE']._serialized_end=1272
-  _globals['_GETCHANNELREQUEST']._serialized_start=1274
-  _globals['_GETCHANNELREQUEST']._serialized_end=1313
-  _globals['_GETCHANNELRESPONSE']._serialized_start=1315
-  _globals['_GETCHANNELRESPONSE']._serialized_end=1392
-  _globals['_LISTCHANNELSREQUEST']._serialized_start=1394
-  _globals['_LISTCHANNELSREQUEST']._serialized_end=1475
-  _globals['_LISTCHANNELSRESPONSE']._serialized_start=1477
-  _globals['_LISTCHANNELSRESPONSE']._serialized_end=1598
-  _globals['_ENDCHANNELREQUEST']._serialized_start=1600
-  _globals['_ENDCHANNELREQUEST']._serialized_end=1670
-  _globals['_ENDCHANNELRESPONSE']._serialized_start=1672
-  _globals['_ENDCHANNELRESPONSE']._serialized_end=1749
-  _globals['_ROTATESTREAMKEYREQUEST']._serialized_start=1751
-  _globals['_ROTATESTREAMKEYREQUEST']._serialized_end=1826
-  _globals['_ROTATESTREAMKEYRESPONSE']._serialized_start=1828
-  _globals['_ROTATESTREAMKEYRESPONSE']._serialized_end=1884
-  _globals['_CHECKSTREAMKEYREQUEST']._serialized_start=1886
-  _globals['_CHECKSTREAMKEYREQUEST']._serialized_end=1940
-  _globals['_CHECKSTREAMKEYRESPONSE']._serialized_start=1942
-  _globals['_CHECKSTREAMKEYRESPONSE']._serialized_end=1992
-  _globals['_CHANNELSERVICE']._serialized_start=2115
-  _globals['_CHANNELSERVICE']._serialized_end=2755
+  _globals['_LIVESTATUS']._serialized_end=621
+  _globals['_INGESTSTATUS']._serialized_start=623
+  _globals['_INGESTSTATUS']._serialized_end=726
+  _globals['_CHANNEL']._serialized_start=729
+  _globals['_CHANNEL']._serialized_end=1180
+  _globals['_CREATECHANNELREQUEST']._serialized_start=1183
+  _globals['_CREATECHANNELREQUEST']._serialized_end=1324
+  _globals['_CREATECHANNELRESPONSE']._serialized_start=1326
+  _globals['_CREATECHANNELRESPONSE']._serialized_end=1437
+  _globals['_GETCHANNELREQUEST']._serialized_start=1439
+  _globals['_GETCHANNELREQUEST']._serialized_end=1478
+  _globals['_GETCHANNELRESPONSE']._serialized_start=1480
+  _globals['_GETCHANNELRESPONSE']._serialized_end=1557
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=1559
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=1640
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=1642
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=1763
+  _globals['_ENDCHANNELREQUEST']._serialized_start=1765
+  _globals['_ENDCHANNELREQUEST']._serialized_end=1835
+  _globals['_ENDCHANNELRESPONSE']._serialized_start=1837
+  _globals['_ENDCHANNELRESPONSE']._serialized_end=1914
+  _globals['_ROTATESTREAMKEYREQUEST']._serialized_start=1916
+  _globals['_ROTATESTREAMKEYREQUEST']._serialized_end=1991
+  _globals['_ROTATESTREAMKEYRESPONSE']._serialized_start=1993
+  _globals['_ROTATESTREAMKEYRESPONSE']._serialized_end=2049
+  _globals['_CHECKSTREAMKEYREQUEST']._serialized_start=2051
+  _globals['_CHECKSTREAMKEYREQUEST']._serialized_end=2105
+  _globals['_CHECKSTREAMKEYRESPONSE']._serialized_start=2107
+  _globals['_CHECKSTREAMKEYRESPONSE']._serialized_end=2157
+  _globals['_CHANNELSERVICE']._serialized_start=2280
+  _globals['_CHANNELSERVICE']._serialized_end=2920
 # @@protoc_insertion_point(module_scope)

@@ -46,18 +46,30 @@ class LatencySettings(_message.Message):
     def __init__(self, segment_ms: _Optional[int] = ..., chunk_ms: _Optional[int] = ..., window_s: _Optional[int] = ..., target_latency_ms: _Optional[int] = ...) -> None: ...
 
 class LiveStatus(_message.Message):
-    __slots__ = ("epoch", "epoch_start_time", "live_segment", "live_chunk", "representations")
+    __slots__ = ("epoch", "epoch_start_time", "live_segment", "live_chunk", "representations", "ingest")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     EPOCH_START_TIME_FIELD_NUMBER: _ClassVar[int]
     LIVE_SEGMENT_FIELD_NUMBER: _ClassVar[int]
     LIVE_CHUNK_FIELD_NUMBER: _ClassVar[int]
     REPRESENTATIONS_FIELD_NUMBER: _ClassVar[int]
+    INGEST_FIELD_NUMBER: _ClassVar[int]
     epoch: str
     epoch_start_time: _timestamp_pb2.Timestamp
     live_segment: int
     live_chunk: int
     representations: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, epoch: _Optional[str] = ..., epoch_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_segment: _Optional[int] = ..., live_chunk: _Optional[int] = ..., representations: _Optional[_Iterable[str]] = ...) -> None: ...
+    ingest: IngestStatus
+    def __init__(self, epoch: _Optional[str] = ..., epoch_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_segment: _Optional[int] = ..., live_chunk: _Optional[int] = ..., representations: _Optional[_Iterable[str]] = ..., ingest: _Optional[_Union[IngestStatus, _Mapping]] = ...) -> None: ...
+
+class IngestStatus(_message.Message):
+    __slots__ = ("primary", "backup", "refused_backup")
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_BACKUP_FIELD_NUMBER: _ClassVar[int]
+    primary: str
+    backup: str
+    refused_backup: str
+    def __init__(self, primary: _Optional[str] = ..., backup: _Optional[str] = ..., refused_backup: _Optional[str] = ...) -> None: ...
 
 class Channel(_message.Message):
     __slots__ = ("name", "display_name", "video_ladder", "audio_bitrate", "frame_rate", "latency", "state", "live_status", "create_time")
