@@ -74,7 +74,12 @@ class PolicyTable:
 def _livemesh_defaults() -> PolicyTable:
     table = PolicyTable()
     read_only = {
-        "catalog.v1.CatalogService": ["GetTitle", "BatchGetTitles", "ListTitles"],
+        "catalog.v1.CatalogService": [
+            "GetTitle",
+            "BatchGetTitles",
+            "ListTitles",
+            "GetVodPublication",
+        ],
         "channels.v1.ChannelService": ["GetChannel", "ListChannels", "CheckStreamKey"],
         "identity.v1.IdentityService": ["VerifyToken", "ListSigningKeys"],
         "profile.v1.ProfileService": ["GetProfile", "ListProfiles", "ListViews"],
