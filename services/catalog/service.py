@@ -16,6 +16,7 @@ from kernel.db import EmbeddedDatabase, connect_database
 from kernel.objectstore import open_store
 from kernel.redis_server import shared_client
 from kernel.rpc import access, validate
+from kernel.rpc.auth import TokenVerifier, identity_key_loader
 from kernel.rpc.clients import RpcChannelFactory
 from kernel.rpc.errors import AlreadyExists, InvalidArgument, NotFound
 from kernel.rpc.process import Service, service_main
@@ -114,7 +115,8 @@ class CatalogService(Service):
     """The catalog on ``database_url`` (None: a SQLite file of its own, removed at close),
     its titles cached in and announced on ``redis_url``'s Redis when one is given; operators'
     sources in ``vod_store`` (None: it publishes none) up to ``vod_max_bytes`` are published
-    as titles (:mod:`services.catalog.vod`)."""
+    as titles (:mod:`services.catalog.vod`); ``viewers`` verifies viewers' tokens, so that
+    one sent to an operator's method is refused as a viewer's (PERMISSION_DENIED)."""
 
     def __init__(
         self,
@@ -123,6 +125,7 @@ class CatalogService(Service):
         seed: bool = True,
         vod_store: str | None = None,
         vod_max_bytes: int = DEFAULT_VOD_MAX_BYTES,
+        viewers: TokenVerifier | None = None,
     ) -> None:
         self._embedded: EmbeddedDatabase | None = None
         if database_url is None:
@@ -132,6 +135,7 @@ class CatalogService(Service):
         self.redis: aioredis.Redis | None = shared_client(redis_url) if redis_url else None
         self.store = CatalogStore(self.engine, self.redis)
         self.seed = seed
+        self.viewers = viewers
         objects = open_store(vod_store) if vod_store else None
         self.publications = Publications(objects, vod_store, self.store, vod_max_bytes)
 
@@ -141,6 +145,7 @@ class CatalogService(Service):
                 pb.DESCRIPTOR.services_by_name["CatalogService"].full_name,
                 CatalogServicer(self.store, self.publications),
                 pb_grpc.add_CatalogServiceServicer_to_server,
+                viewers=self.viewers,
             )
         ]
 
@@ -163,6 +168,7 @@ async def build(settings: CatalogSettings, factory: RpcChannelFactory) -> Servic
         settings.required_redis_url(),
         vod_store=settings.vod_store,
         vod_max_bytes=settings.vod_max_bytes,
+        viewers=TokenVerifier(identity_key_loader(factory, settings.identity_target)),
     )
 
 
