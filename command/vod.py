@@ -10,6 +10,8 @@ uploads it to the object store (a directory or ``s3://bucket/prefix``) and, with
 the credential is minted with ``LIVEMESH_CREDENTIAL_KEY_FILE``, as ``livemesh admin
 token`` does), showing each phase's progress on stderr.  Bad input, or a catalog that
 refuses the title, ends with a one-line reason and exit status 1, with nothing published.
+With ``--from-store`` FILE names a source already in the store; ``--progress json
+--handshake`` is how the catalog service drives it (:mod:`command.vod_json`).
 
 ``preposition`` reads the view history from Redis (``REDIS_URL``), picks the ``--top``
 published titles of the popularity forecast (:mod:`live.vod.preposition`) and has each

@@ -57,6 +57,7 @@ from services.catalog.store import CatalogStore
 log = logging.getLogger(__name__)
 
 Stage: TypeAlias = pb.VodPublicationStage
+STAGE_DONE, STAGE_FAILED = pb.VOD_PUBLICATION_STAGE_DONE, pb.VOD_PUBLICATION_STAGE_FAILED
 TAKE_BACK_S = 60.0  # a stored child's time to delete its upload once the catalog said no
 KEPT = 200  # finished publications remembered for GetVodPublication
 # each phase's share of the whole, in order: where the fraction done starts and ends
@@ -180,9 +181,10 @@ class Publications:
             update_time=now,
         )
         self.records[record.name] = record
-        while len(self.records) > KEPT + len(self.in_flight):
-            oldest = next(n for n, r in self.records.items() if r.title_id not in self.in_flight)
-            del self.records[oldest]
+        ended = (STAGE_DONE, STAGE_FAILED)
+        finished = [n for n, r in self.records.items() if r.stage in ended]  # oldest first
+        for name in finished[: max(0, len(finished) - KEPT)]:
+            del self.records[name]
         return record
 
     async def _run(self, record: pb.VodPublication, display_title: str) -> None:
