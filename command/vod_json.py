@@ -11,7 +11,7 @@ stdout, one object each:
   ``--handshake`` it then waits for one line on stdin: ``publish`` keeps the upload (the
   catalog has added the title), anything else (or end of input) takes it back, so a title
   is in the catalog and the store together or in neither;
-- ``{"published": ID, "seconds": S, "ladder": "..."}`` at the end, or
+- ``{"published": ID, "ladder": "..."}`` at the end, or
   ``{"failed": KIND, "message": "..."}`` where KIND names the reason's class
   (``BadMedia``, ``TitleExists``, ``TitleError``, ``ObjectNotFound``...).
 """
