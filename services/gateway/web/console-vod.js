@@ -50,19 +50,28 @@ export async function renderVod({ call, show }) {
     <div class="publication" aria-live="polite">
       <p><span id="vod-stage">Nothing uploaded yet</span>: <output id="vod-percent">0 %</output></p>
       <progress id="vod-progress" max="1" value="0" aria-labelledby="vod-stage"></progress>
+      <p class="form-error" id="vod-poll-error"></p>
     </div>
     <h2 id="vod-published">Published titles</h2>
     <ul class="published" aria-labelledby="vod-published">${published.map(titleItem).join('') || '<li class="empty">None from this console yet.</li>'}</ul>
   </section>`);
   const form = document.getElementById('vod-form');
 
-  // The publication polled until it ends (or the panel goes away).
+  // The publication polled until it ends (or the panel goes away). A poll the gateway
+  // could not answer (429, 5xx) is said and tried again: the publication runs on.
   async function follow(publication) {
     let now = publication;
     while (!ENDED.has(now.stage) && !stopped) {
       showProgress(now.stage, now.fractionDone);
       await pause(POLL_MS);
-      now = (await call('GET', `/v1/${now.name}`)).publication;
+      if (stopped) break;
+      try {
+        now = (await call('GET', `/v1/${now.name}`)).publication;
+        document.getElementById('vod-poll-error').textContent = '';
+      } catch (error) {
+        if (!(error instanceof ApiError) || error.status < 429) throw error;
+        document.getElementById('vod-poll-error').textContent = `Not refreshed: ${error.message}`;
+      }
     }
     return now;
   }
