@@ -10,6 +10,8 @@ uploads it to the object store (a directory or ``s3://bucket/prefix``) and, with
 the credential is minted with ``LIVEMESH_CREDENTIAL_KEY_FILE``, as ``livemesh admin
 token`` does), showing each phase's progress on stderr.  Bad input, or a catalog that
 refuses the title, ends with a one-line reason and exit status 1, with nothing published.
+With ``--from-store`` FILE names a source already in the store; ``--progress json
+--handshake`` is how the catalog service drives it (:mod:`command.vod_json`).
 
 ``preposition`` reads the view history from Redis (``REDIS_URL``), picks the ``--top``
 published titles of the popularity forecast (:mod:`live.vod.preposition`) and has each
@@ -32,7 +34,9 @@ import aiohttp
 import av
 import grpc
 
-from kernel.objectstore import DEFAULT_STORE, ObjectStoreError, open_store
+from command import vod_json
+from command.vod_json import describe
+from kernel.objectstore import DEFAULT_STORE, ObjectStore, ObjectStoreError, open_store
 from kernel.redis_server import redis_client
 from kernel.rpc import credentials
 from kernel.rpc.auth import OPERATOR
@@ -67,10 +71,6 @@ def progress_bar(label: str, out: TextIO = sys.stderr) -> Progress:
     return show
 
 
-def describe(rungs: list[Probe]) -> str:
-    return ", ".join(f"{r.height}p crf {r.crf} ~{r.kbps:.0f} kb/s" for r in rungs)
-
-
 async def create_title(
     catalog: str, title_id: str, display_title: str, seconds: int, operator: str
 ) -> None:
@@ -93,14 +93,13 @@ async def create_title(
         await factory.close()
 
 
-def catalog_entry(args: argparse.Namespace) -> Announce:
-    """What adds the title to the catalog at ``args.catalog`` once its media is stored."""
+def catalog_entry(args: argparse.Namespace, path: str) -> Announce:
+    """What adds the title to the catalog at ``args.catalog`` once the media of the file at
+    ``path`` is stored."""
 
     async def announce(rungs: list[Probe]) -> None:
-        with av.open(args.file) as container:
-            seconds = round((container.duration or 0) / av.time_base)
         display = args.display_title or args.title
-        await create_title(args.catalog, args.title, display, seconds, "vod-add")
+        await create_title(args.catalog, args.title, display, vod_json.seconds_of(path), "vod-add")
 
     return announce
 
@@ -152,18 +151,33 @@ async def _publish_event(args: argparse.Namespace) -> EventTitle:
 async def _add(args: argparse.Namespace) -> list[Probe]:
     store = open_store(args.store)
     try:
-        return await add_title(
-            args.file,
-            args.title,
-            store,
-            analysis_seconds=args.analysis_seconds,
-            progress=Progressions(
-                progress_bar("analysis"), progress_bar("encode"), progress_bar("upload")
-            ),
-            announce=catalog_entry(args) if args.catalog else None,
-        )
+        if args.from_store:
+            async with vod_json.source_path(store, args.file) as path:
+                return await _add_file(args, store, path)
+        return await _add_file(args, store, args.file)
     finally:
         await store.close()
+
+
+async def _add_file(args: argparse.Namespace, store: ObjectStore, path: str) -> list[Probe]:
+    """Publish the file at ``path``: progress as bars on stderr, or JSON lines on stdout
+    with the catalog's handshake (:mod:`command.vod_json`)."""
+    if args.progress == "json":
+        progress = vod_json.json_progressions()
+        announce: Announce | None = vod_json.handshake(path, args.handshake)
+    else:
+        progress = Progressions(
+            progress_bar("analysis"), progress_bar("encode"), progress_bar("upload")
+        )
+        announce = catalog_entry(args, path) if args.catalog else None
+    return await add_title(
+        path,
+        args.title,
+        store,
+        analysis_seconds=args.analysis_seconds,
+        progress=progress,
+        announce=announce,
+    )
 
 
 async def _preposition(args: argparse.Namespace, admin_key: str) -> list[str]:
@@ -219,6 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     add.add_argument("--display-title", help="the title viewers see (default: the id)")
     add.add_argument(
+        "--from-store", action="store_true", help="FILE is an object's name in the store"
+    )
+    add.add_argument(
+        "--progress",
+        choices=("bar", "json"),
+        default="bar",
+        help="bars on stderr, or JSON lines on stdout for a program (command/vod_json.py)",
+    )
+    add.add_argument(
+        "--handshake",
+        action="store_true",
+        help="with --progress json: once stored, publish only if stdin says 'publish'",
+    )
+    add.add_argument(
         "--analysis-seconds",
         type=float,
         default=ANALYSIS_SECONDS,
@@ -239,19 +267,35 @@ def main(argv: list[str] | None = None) -> int:
         return preposition(args)
     if args.action in ("archive", "publish-event"):
         return event_command(args)
-    rungs = run_or_report(_add(args))
+    as_json = args.progress == "json"
+    if args.handshake:  # a service's background work: its RPCs come first on the CPU
+        os.nice(vod_json.BACKGROUND_NICE)
+    rungs = run_or_report(_add(args), as_json)
     if rungs is None:
         return 1
-    print(f"published {args.title}: {describe(rungs)}")
+    if as_json:
+        vod_json.emit(published=args.title, ladder=describe(rungs))
+    else:
+        print(f"published {args.title}: {describe(rungs)}")
     return 0
 
 
-def run_or_report(work: Coroutine[Any, Any, T]) -> T | None:
-    """What ``work`` returns, or None once the reason it failed is on stderr in one line."""
+def run_or_report(work: Coroutine[Any, Any, T], as_json: bool = False) -> T | None:
+    """What ``work`` returns, or None once the reason it failed is on stderr in one line
+    (``as_json``: on stdout as a JSON line, :func:`command.vod_json.failed`)."""
     try:
         return asyncio.run(work)
-    except (BadMedia, TitleError, ObjectStoreError, credentials.MissingKey) as error:
-        print(f"livemesh vod: {error}", file=sys.stderr)
+    except (
+        BadMedia,
+        TitleError,
+        ObjectStoreError,
+        credentials.MissingKey,
+        av.FFmpegError,
+    ) as error:
+        if as_json:
+            vod_json.failed(error)
+        else:
+            print(f"livemesh vod: {error}", file=sys.stderr)
     except grpc.aio.AioRpcError as error:
         print(f"livemesh vod: the catalog refused the title: {error.details()}", file=sys.stderr)
     return None

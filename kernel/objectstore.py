@@ -18,13 +18,17 @@ every S3-compatible server test against).
 from __future__ import annotations
 
 import asyncio
+import filecmp
+import functools
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 # the embedded default: a directory beside the checkout, where ``livemesh vod add`` writes
@@ -66,6 +70,11 @@ class ObjectStore(ABC):
         """Store ``body`` under ``name``; :class:`ObjectExists` if it holds other bytes."""
 
     @abstractmethod
+    async def put_file(self, name: str, path: Path) -> None:
+        """Store the file at ``path`` under ``name``, read as it is sent (never whole in
+        memory: an uploaded source may be gigabytes); :class:`ObjectExists` as :meth:`put`."""
+
+    @abstractmethod
     async def get(self, name: str, first: int = 0, last: int | None = None) -> bytes:
         """Bytes ``first..last`` (inclusive; ``None``: to the end) of the object."""
 
@@ -98,15 +107,31 @@ class LocalStore(ObjectStore):
         await asyncio.to_thread(self._put, self._path(name), body)
 
     def _put(self, path: Path, body: bytes) -> None:
+        self._commit(path, lambda out: out.write(body), lambda: path.read_bytes() == body)
+
+    async def put_file(self, name: str, path: Path) -> None:
+        target = self._path(name)
+
+        def copy(out: BinaryIO) -> None:
+            with path.open("rb") as source:
+                shutil.copyfileobj(source, out)
+
+        same = functools.partial(filecmp.cmp, target, path, shallow=False)
+        await asyncio.to_thread(self._commit, target, copy, same)
+
+    @staticmethod
+    def _commit(path: Path, write: Callable[[BinaryIO], object], same: Callable[[], bool]) -> None:
+        """``write`` a temporary file beside ``path``, then link it there: the first writer
+        wins, a second one of the same bytes (``same``) is a no-op, of others refused."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".put-")
         try:
             with os.fdopen(fd, "wb") as file:
-                file.write(body)
+                write(file)
             try:  # link, unlike rename, refuses to replace: the first writer wins
                 os.link(tmp, path)
             except FileExistsError:
-                if path.read_bytes() != body:
+                if not same():
                     raise ObjectExists(f"{path.name} already holds other bytes") from None
         finally:
             os.unlink(tmp)
@@ -165,6 +190,21 @@ class S3Store(ObjectStore):
         await asyncio.to_thread(self._put, self._key(name), body)
 
     def _put(self, key: str, body: bytes) -> None:
+        self._conditional_put(key, body, hashlib.sha256(body).digest())
+
+    async def put_file(self, name: str, path: Path) -> None:
+        key = self._key(name)
+
+        def put() -> None:
+            with path.open("rb") as body:  # botocore streams a file body
+                self._conditional_put(key, body, functools.partial(_file_digest, path))
+
+        await asyncio.to_thread(put)
+
+    def _conditional_put(
+        self, key: str, body: bytes | BinaryIO, digest: bytes | Callable[[], bytes]
+    ) -> None:
+        """Put unless the key exists; then equal bytes (by ``digest``) are a no-op."""
         from botocore.exceptions import ClientError
 
         try:
@@ -172,8 +212,11 @@ class S3Store(ObjectStore):
         except ClientError as error:
             if _status(error) not in (409, 412):
                 raise
-            held = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-            if hashlib.sha256(held).digest() != hashlib.sha256(body).digest():
+            held = hashlib.sha256()
+            for chunk in self.client.get_object(Bucket=self.bucket, Key=key)["Body"].iter_chunks():
+                held.update(chunk)
+            wanted = digest if isinstance(digest, bytes) else digest()
+            if held.digest() != wanted:
                 raise ObjectExists(f"{key} already holds other bytes") from None
 
     async def get(self, name: str, first: int = 0, last: int | None = None) -> bytes:
@@ -226,6 +269,11 @@ class S3Store(ObjectStore):
 
     async def close(self) -> None:
         await asyncio.to_thread(self.client.close)
+
+
+def _file_digest(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").digest()
 
 
 def _status(error: Any) -> int:

@@ -59,6 +59,21 @@ async def test_same_body_again_is_a_no_op_but_another_body_is_refused(store: Obj
     assert await store.get("t1/manifest.mpd") == b"first"
 
 
+async def test_a_file_is_stored_as_read_once_and_never_replaced(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """An uploaded source goes in from disk; the same file again is a no-op, another is
+    refused and the first stays."""
+    first, second = tmp_path / "first.bin", tmp_path / "second.bin"
+    first.write_bytes(bytes(range(256)) * 4096)
+    second.write_bytes(b"other" * 1000)
+    await store.put_file("uploads/a/source", first)
+    await store.put_file("uploads/a/source", first)
+    with pytest.raises(ObjectExists):
+        await store.put_file("uploads/a/source", second)
+    assert await store.get("uploads/a/source") == first.read_bytes()
+
+
 async def test_racing_writers_of_different_bodies_leave_one_whole_body(store: ObjectStore) -> None:
     bodies = [bytes([i]) * 50_000 for i in range(4)]
     results = await asyncio.gather(

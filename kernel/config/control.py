@@ -18,6 +18,7 @@ from kernel.config.base import (
 )
 from kernel.config.fields import setting
 from kernel.config.trust import CredentialSettings, TlsSettings
+from kernel.objectstore import DEFAULT_STORE
 
 SERVICE_PORTS = {
     "registry": 50051,
@@ -36,6 +37,7 @@ DEFAULT_TOKEN_TTL_S = 3600
 DEFAULT_URL_TTL_S = 4 * 3600
 DEFAULT_ORIGIN_URL = "http://127.0.0.1:8081"
 DEFAULT_HEARTBEAT_INTERVAL_S = 5
+DEFAULT_VOD_MAX_BYTES = 4 << 30
 
 
 def _port(kind: str, default: int) -> Any:
@@ -142,7 +144,26 @@ class IdentitySettings(ServiceSettings, DatabaseSettings):
     )
 
 
-class CatalogSettings(ServiceSettings, DatabaseSettings):
+class VodSettings(Settings):
+    """Where operators' VOD uploads go (the gateway) and are published from (the catalog)."""
+
+    vod_store: str = setting(
+        DEFAULT_STORE,
+        env="LIVEMESH_VOD_STORE",
+        flag="--vod-store",
+        help="object store of the VOD titles and their uploaded sources (a directory or "
+        "s3://bucket/prefix[?endpoint=URL])",
+    )
+    vod_max_bytes: int = setting(
+        DEFAULT_VOD_MAX_BYTES,
+        env="LIVEMESH_VOD_MAX_BYTES",
+        flag="--vod-max-bytes",
+        gt=0,
+        help="largest VOD source an operator may upload and publish, bytes",
+    )
+
+
+class CatalogSettings(VodSettings, ServiceSettings, DatabaseSettings):
     kind: ClassVar[str] = "catalog"
     port: int = _port("catalog", SERVICE_PORTS["catalog"])
 
@@ -198,7 +219,7 @@ class ExperimentsSettings(ServiceSettings, DatabaseSettings):
     )
 
 
-class GatewaySettings(WorkersSettings, ServiceSettings):
+class GatewaySettings(VodSettings, WorkersSettings, ServiceSettings):
     kind: ClassVar[str] = "gateway"
     port: int = _port("gateway", GATEWAY_PORT)
     rate: float = setting(50.0, flag="--rate", gt=0, help="requests/s per client")

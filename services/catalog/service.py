@@ -1,4 +1,5 @@
-"""Catalog service: GetTitle, BatchGetTitles, ListTitles and CreateTitle over the database.
+"""Catalog service: GetTitle, BatchGetTitles, ListTitles and CreateTitle over the database,
+and the operators' VOD publications (PublishVodTitle, GetVodPublication: :mod:`.vod`).
 
 The records are in the relational database (:mod:`services.catalog.store`); a title
 ``CreateTitle`` adds is announced to search (:mod:`services.catalog.feed`).
@@ -10,9 +11,12 @@ import grpc
 import redis.asyncio as aioredis
 
 from kernel.config import CatalogSettings
+from kernel.config.control import DEFAULT_VOD_MAX_BYTES
 from kernel.db import EmbeddedDatabase, connect_database
+from kernel.objectstore import open_store
 from kernel.redis_server import shared_client
 from kernel.rpc import access, validate
+from kernel.rpc.auth import TokenVerifier, identity_key_loader
 from kernel.rpc.clients import RpcChannelFactory
 from kernel.rpc.errors import AlreadyExists, InvalidArgument, NotFound
 from kernel.rpc.process import Service, service_main
@@ -21,6 +25,7 @@ from livemesh.catalog.v1 import catalog_pb2 as pb
 from livemesh.catalog.v1 import catalog_pb2_grpc as pb_grpc
 from services.catalog.feed import announce
 from services.catalog.store import CatalogStore
+from services.catalog.vod import Publications
 
 MAX_BATCH = 100
 # what CreateTitle adds: titles with media of their own (series and seasons group them,
@@ -34,8 +39,9 @@ def title_name(name: str, field: str = "name") -> str:
 
 
 class CatalogServicer(pb_grpc.CatalogServiceServicer):
-    def __init__(self, store: CatalogStore) -> None:
+    def __init__(self, store: CatalogStore, publications: Publications) -> None:
         self.store = store
+        self.publications = publications
 
     @access.public("the catalog is browsed before signing in")
     async def GetTitle(
@@ -91,13 +97,35 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         await announce(self.store.redis, title)
         return pb.CreateTitleResponse(title=title)
 
+    @access.operator
+    async def PublishVodTitle(
+        self, request: pb.PublishVodTitleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PublishVodTitleResponse:
+        publication = await self.publications.start(request)
+        return pb.PublishVodTitleResponse(publication=publication)
+
+    @access.operator
+    async def GetVodPublication(
+        self, request: pb.GetVodPublicationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetVodPublicationResponse:
+        return pb.GetVodPublicationResponse(publication=self.publications.get(request.name))
+
 
 class CatalogService(Service):
     """The catalog on ``database_url`` (None: a SQLite file of its own, removed at close),
-    its titles cached in and announced on ``redis_url``'s Redis when one is given."""
+    its titles cached in and announced on ``redis_url``'s Redis when one is given; operators'
+    sources in ``vod_store`` (None: it publishes none) up to ``vod_max_bytes`` are published
+    as titles (:mod:`services.catalog.vod`); ``viewers`` verifies viewers' tokens, so that
+    one sent to an operator's method is refused as a viewer's (PERMISSION_DENIED)."""
 
     def __init__(
-        self, database_url: str | None = None, redis_url: str | None = None, seed: bool = True
+        self,
+        database_url: str | None = None,
+        redis_url: str | None = None,
+        seed: bool = True,
+        vod_store: str | None = None,
+        vod_max_bytes: int = DEFAULT_VOD_MAX_BYTES,
+        viewers: TokenVerifier | None = None,
     ) -> None:
         self._embedded: EmbeddedDatabase | None = None
         if database_url is None:
@@ -107,13 +135,17 @@ class CatalogService(Service):
         self.redis: aioredis.Redis | None = shared_client(redis_url) if redis_url else None
         self.store = CatalogStore(self.engine, self.redis)
         self.seed = seed
+        self.viewers = viewers
+        objects = open_store(vod_store) if vod_store else None
+        self.publications = Publications(objects, vod_store, self.store, vod_max_bytes)
 
     def specs(self) -> list[ServiceSpec]:
         return [
             ServiceSpec(
                 pb.DESCRIPTOR.services_by_name["CatalogService"].full_name,
-                CatalogServicer(self.store),
+                CatalogServicer(self.store, self.publications),
                 pb_grpc.add_CatalogServiceServicer_to_server,
+                viewers=self.viewers,
             )
         ]
 
@@ -121,6 +153,7 @@ class CatalogService(Service):
         await self.store.migrate(seed=self.seed)
 
     async def close(self) -> None:
+        await self.publications.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -130,7 +163,13 @@ class CatalogService(Service):
 
 async def build(settings: CatalogSettings, factory: RpcChannelFactory) -> Service:
     assert settings.database_url  # the process's embedded SQLite when none is set
-    return CatalogService(settings.database_url, settings.required_redis_url())
+    return CatalogService(
+        settings.database_url,
+        settings.required_redis_url(),
+        vod_store=settings.vod_store,
+        vod_max_bytes=settings.vod_max_bytes,
+        viewers=TokenVerifier(identity_key_loader(factory, settings.identity_target)),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ from kernel.config import GatewaySettings, parse
 from kernel.heap import settle_heap
 from kernel.http.cors import ANY_ORIGIN, GATEWAY
 from kernel.loop import run
+from kernel.objectstore import open_store
 from kernel.outage import OutageLog
 from kernel.ratelimit import TokenBuckets
 from kernel.rpc import jsonmap
@@ -51,15 +52,18 @@ from kernel.rpc.errors import (
     InvalidArgument,
     ServiceError,
     Unauthenticated,
+    Unavailable,
 )
 from kernel.rpc.resilience import render_metrics
 from kernel.rpc.resilience.backoff import pushback_s
 from kernel.rpc.resilience.tracing import http_server_span
+from kernel.rpc.server import credential_verifier
 from kernel.rpc.telemetry import start_tracing
 from services.gateway import body, steering, webapp
 from services.gateway.errors import HTTP_OF, STATUS_OF_HTTP, error_response, retry_hint_s
-from services.gateway.openapi import document
+from services.gateway.openapi import UPLOAD_PATH, document
 from services.gateway.routes import ROUTES, STUBS, Route
+from services.gateway.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +89,10 @@ class Gateway:
         rate: float = 50.0,
         burst: float = 100.0,
         cors_origin: str = "*",
+        uploads: Uploads | None = None,
     ) -> None:
         self.factory = factory
+        self.uploads = uploads
         self.targets = targets
         self.verifier = verifier
         self.buckets = TokenBuckets(rate, burst)
@@ -217,6 +223,14 @@ class Gateway:
 
         return handle
 
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/vodUploads`` (:mod:`services.gateway.uploads`); 503 where this gateway
+        was given no object store."""
+        token = bearer(request)
+        if self.uploads is None:
+            raise Unavailable("this gateway takes no VOD uploads (no object store)")
+        return await self.uploads.upload(request, token)
+
 
 def traced(route: Route, handler: Handler) -> Handler:
     """``handler`` inside the request's SERVER span: the token check's and the RPC's spans
@@ -337,6 +351,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/v1/sessions/{session}/manifest.mpd", gateway.manifests.manifest)
     app.router.add_get("/v1/sessions/{session}/master.m3u8", gateway.manifests.playlist)
     app.router.add_get("/v1/sessions/{session}/steering", gateway.manifests.steering)
+    app.router.add_post(UPLOAD_PATH, gateway.upload)
     app.router.add_get("/openapi.json", handle_openapi)
     app.router.add_get("/healthz", handle_health)
     app.router.add_get("/metrics", handle_metrics)
@@ -354,8 +369,10 @@ async def serve(args: argparse.Namespace) -> None:
 
     factory = RpcChannelFactory()
     verifier = TokenVerifier(identity_key_loader(factory, args.identity_target))
+    store = open_store(args.vod_store)
+    uploads = Uploads(store, args.vod_max_bytes, credential_verifier(), verifier)
     gateway = Gateway(
-        factory, targets_from(args), verifier, args.rate, args.burst, args.cors_origin
+        factory, targets_from(args), verifier, args.rate, args.burst, args.cors_origin, uploads
     )
     runner = web.AppRunner(build_app(gateway))
     await runner.setup()
@@ -377,6 +394,7 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         await runner.cleanup()
         await gateway.manifests.close()
+        await store.close()
         await factory.close()
 
 

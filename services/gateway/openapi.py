@@ -82,6 +82,18 @@ BODY_ERRORS = {
     "415": "Body sent as a media type other than JSON",
 }
 RATE_LIMITED = {"429": ERRORS["429"]}
+UPLOAD_PATH = "/v1/vodUploads"
+UPLOADED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["sourceObject", "sizeBytes"],
+    "properties": {
+        "sourceObject": {
+            "type": "string",
+            "description": "the source's object name, for POST /v1/vodPublications",
+        },
+        "sizeBytes": {"type": "string", "format": "int64"},
+    },
+}
 
 
 def _schema_name(descriptor: Descriptor) -> str:
@@ -178,6 +190,27 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     if route.auth or route.operator:
         op["security"] = [{"bearer": []}]
     return op
+
+
+def _upload_path() -> dict[str, Any]:
+    """The operator's VOD upload (services/gateway/uploads.py): raw bytes in, a name out."""
+    described = {k: ERRORS[k] for k in ("400", "401", "403", "429", "503")}
+    return {
+        "post": {
+            "operationId": "gateway.UploadVodSource",
+            "summary": "Upload a video file (the body, streamed to the object store, up to "
+            "the gateway's limit) to publish as a title (operator)",
+            "requestBody": {
+                "required": True,
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "responses": {
+                "200": _json("Stored", UPLOADED_SCHEMA),
+                **_errors(described | {"413": BODY_ERRORS["413"]}),
+            },
+            "security": [{"bearer": []}],
+        }
+    }
 
 
 def _web_paths() -> dict[str, dict[str, Any]]:
@@ -291,6 +324,7 @@ def document(server_url: str = "/") -> dict[str, Any]:
             "responses": {"200": _json("OK", {"type": "object"}), **_errors(RATE_LIMITED)},
         }
     }
+    paths[UPLOAD_PATH] = _upload_path()
     paths.update(_web_paths())
     return {
         "openapi": "3.0.3",

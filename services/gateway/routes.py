@@ -36,6 +36,7 @@ STUBS: dict[str, Any] = {
 
 MY_PROFILE = "{account}/profiles/{}"  # a path variable under the caller's own account
 EXPERIMENT = {"experiment": ("name", "experiments/{}")}
+PUBLICATION = {"publication": ("name", "vodPublications/{}")}
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,29 @@ ROUTES: tuple[Route, ...] = (
         playback_pb2.ListEdgesResponse,
         "Every edge with its health, load and players' QoE windows (operator)",
         operator=True,
+    ),
+    Route(
+        "POST",
+        "/v1/vodPublications",
+        "catalog",
+        "PublishVodTitle",
+        catalog_pb2.PublishVodTitleRequest,
+        catalog_pb2.PublishVodTitleResponse,
+        "Publish an uploaded source (POST /v1/vodUploads) as a movie: returns the "
+        "publication to follow (operator)",
+        operator=True,
+        body=True,
+    ),
+    Route(
+        "GET",
+        "/v1/vodPublications/{publication}",
+        "catalog",
+        "GetVodPublication",
+        catalog_pb2.GetVodPublicationRequest,
+        catalog_pb2.GetVodPublicationResponse,
+        "A publication's stage and fraction done, then its title or why it failed (operator)",
+        operator=True,
+        path_fields=PUBLICATION,
     ),
     Route(
         "GET",

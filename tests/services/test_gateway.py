@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,10 +23,12 @@ from edge.node import EdgeNode
 from edge.upstream import UpstreamConfig
 from kernel import tokens
 from kernel.epoch import Epoch, Representation
+from kernel.objectstore import LocalStore
 from kernel.outage import RETRY_AFTER_S
 from kernel.ratelimit import TokenBuckets
 from kernel.rpc.auth import TokenVerifier
 from kernel.rpc.clients import RpcChannelFactory
+from kernel.rpc.server import credential_verifier
 from live.origin import build_app as build_origin
 from live.state import ChannelStore
 from services.catalog.service import CatalogService
@@ -35,6 +38,7 @@ from services.gateway.app import Gateway, build_app
 from services.gateway.errors import DEFAULT_RETRY_S, error_response, retry_hint_s
 from services.gateway.openapi import document
 from services.gateway.routes import ROUTES, STUBS
+from services.gateway.uploads import Uploads
 from services.identity.service import IdentityService
 from services.playback.service import PlaybackService, PlaybackServicer
 from services.profile.service import ProfileService
@@ -86,6 +90,7 @@ async def stack(
     database_url: str,
     redis: aioredis.Redis,
     node_env: Callable[[str], None],
+    tmp_path: Path,
 ) -> AsyncIterator[Stack]:
     identity = await start(IdentityService(database_url))
     from kernel.rpc.auth import identity_key_loader
@@ -138,8 +143,9 @@ async def stack(
         "channels": channels.target,
         "experiments": experiments.target,
     }
+    uploads = Uploads(LocalStore(tmp_path / "objects"), 1 << 20, credential_verifier(), verifier)
     gateway = await serve_http(
-        build_app(Gateway(factory, targets, verifier, rate=1000, burst=1000))
+        build_app(Gateway(factory, targets, verifier, rate=1000, burst=1000, uploads=uploads))
     )
     async with aiohttp.ClientSession() as http:
         yield Stack(f"http://127.0.0.1:{gateway.port}", http, redis)

@@ -87,6 +87,12 @@ def _livemesh_defaults() -> PolicyTable:
     for service, methods in read_only.items():
         for method in methods:
             table.declare(f"/livemesh.{service}/{method}", read_only=True, timeout_s=1.0)
+    # an operator's publication: its start checks the store and the catalog before it
+    # answers, its poll reads memory; nobody's playback waits on either, so a loaded
+    # catalog gets the default deadline and more, not a viewer's 1 s
+    catalog = "/livemesh.catalog.v1.CatalogService"
+    table.declare(f"{catalog}/GetVodPublication", read_only=True, timeout_s=2.0)
+    table.declare(f"{catalog}/PublishVodTitle", timeout_s=10.0)
     # a heartbeat repeats the same absolute state: safe to send twice
     table.declare("/livemesh.registry.v1.RegistryService/Heartbeat", idempotent=True)
     table.declare("/livemesh.playback.v1.PlaybackService/HeartbeatPlayback", idempotent=True)

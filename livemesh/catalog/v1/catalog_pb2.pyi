@@ -18,12 +18,33 @@ class TitleKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TITLE_KIND_SEASON: _ClassVar[TitleKind]
     TITLE_KIND_EPISODE: _ClassVar[TitleKind]
     TITLE_KIND_LIVE_EVENT: _ClassVar[TitleKind]
+
+class VodPublicationStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VOD_PUBLICATION_STAGE_UNSPECIFIED: _ClassVar[VodPublicationStage]
+    VOD_PUBLICATION_STAGE_QUEUED: _ClassVar[VodPublicationStage]
+    VOD_PUBLICATION_STAGE_FETCH: _ClassVar[VodPublicationStage]
+    VOD_PUBLICATION_STAGE_ANALYSIS: _ClassVar[VodPublicationStage]
+    VOD_PUBLICATION_STAGE_ENCODE: _ClassVar[VodPublicationStage]
+    VOD_PUBLICATION_STAGE_UPLOAD: _ClassVar[VodPublicationStage]
+    VOD_PUBLICATION_STAGE_CATALOG: _ClassVar[VodPublicationStage]
+    VOD_PUBLICATION_STAGE_DONE: _ClassVar[VodPublicationStage]
+    VOD_PUBLICATION_STAGE_FAILED: _ClassVar[VodPublicationStage]
 TITLE_KIND_UNSPECIFIED: TitleKind
 TITLE_KIND_MOVIE: TitleKind
 TITLE_KIND_SERIES: TitleKind
 TITLE_KIND_SEASON: TitleKind
 TITLE_KIND_EPISODE: TitleKind
 TITLE_KIND_LIVE_EVENT: TitleKind
+VOD_PUBLICATION_STAGE_UNSPECIFIED: VodPublicationStage
+VOD_PUBLICATION_STAGE_QUEUED: VodPublicationStage
+VOD_PUBLICATION_STAGE_FETCH: VodPublicationStage
+VOD_PUBLICATION_STAGE_ANALYSIS: VodPublicationStage
+VOD_PUBLICATION_STAGE_ENCODE: VodPublicationStage
+VOD_PUBLICATION_STAGE_UPLOAD: VodPublicationStage
+VOD_PUBLICATION_STAGE_CATALOG: VodPublicationStage
+VOD_PUBLICATION_STAGE_DONE: VodPublicationStage
+VOD_PUBLICATION_STAGE_FAILED: VodPublicationStage
 
 class Title(_message.Message):
     __slots__ = ("name", "kind", "display_title", "synopsis", "genres", "release_year", "maturity_rating", "parent", "season_number", "episode_number", "duration_seconds", "live_channel", "required_entitlement", "start_time")
@@ -116,3 +137,55 @@ class CreateTitleResponse(_message.Message):
     TITLE_FIELD_NUMBER: _ClassVar[int]
     title: Title
     def __init__(self, title: _Optional[_Union[Title, _Mapping]] = ...) -> None: ...
+
+class VodPublication(_message.Message):
+    __slots__ = ("name", "title_id", "source_object", "stage", "fraction_done", "title", "error_code", "error_message", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TITLE_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_OBJECT_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_DONE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    title_id: str
+    source_object: str
+    stage: VodPublicationStage
+    fraction_done: float
+    title: Title
+    error_code: str
+    error_message: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., title_id: _Optional[str] = ..., source_object: _Optional[str] = ..., stage: _Optional[_Union[VodPublicationStage, str]] = ..., fraction_done: _Optional[float] = ..., title: _Optional[_Union[Title, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PublishVodTitleRequest(_message.Message):
+    __slots__ = ("title_id", "display_title", "source_object")
+    TITLE_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_TITLE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_OBJECT_FIELD_NUMBER: _ClassVar[int]
+    title_id: str
+    display_title: str
+    source_object: str
+    def __init__(self, title_id: _Optional[str] = ..., display_title: _Optional[str] = ..., source_object: _Optional[str] = ...) -> None: ...
+
+class PublishVodTitleResponse(_message.Message):
+    __slots__ = ("publication",)
+    PUBLICATION_FIELD_NUMBER: _ClassVar[int]
+    publication: VodPublication
+    def __init__(self, publication: _Optional[_Union[VodPublication, _Mapping]] = ...) -> None: ...
+
+class GetVodPublicationRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetVodPublicationResponse(_message.Message):
+    __slots__ = ("publication",)
+    PUBLICATION_FIELD_NUMBER: _ClassVar[int]
+    publication: VodPublication
+    def __init__(self, publication: _Optional[_Union[VodPublication, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,16 @@ class CatalogServiceStub:
                 request_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleRequest.SerializeToString,
                 response_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleResponse.FromString,
                 _registered_method=True)
+        self.PublishVodTitle = channel.unary_unary(
+                '/livemesh.catalog.v1.CatalogService/PublishVodTitle',
+                request_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.PublishVodTitleRequest.SerializeToString,
+                response_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.PublishVodTitleResponse.FromString,
+                _registered_method=True)
+        self.GetVodPublication = channel.unary_unary(
+                '/livemesh.catalog.v1.CatalogService/GetVodPublication',
+                request_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.GetVodPublicationRequest.SerializeToString,
+                response_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.GetVodPublicationResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -90,6 +100,26 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishVodTitle(self, request, context):
+        """Starts publishing a mezzanine already in the object store as a movie (operators
+        only): probe, per-title analysis, ladder encode, on-demand DASH packaging, upload,
+        then the catalog. Returns at once with the publication, whose progress
+        GetVodPublication reports. INVALID_ARGUMENT for a bad id or a source over the size
+        limit, NOT_FOUND for a source that is not in the store, ALREADY_EXISTS when the
+        title id is taken or being published.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVodPublication(self, request, context):
+        """Reads a publication: its stage and how much is done, then the title or why it
+        failed (operators only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +142,16 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.CreateTitle,
                     request_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleRequest.FromString,
                     response_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleResponse.SerializeToString,
+            ),
+            'PublishVodTitle': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishVodTitle,
+                    request_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.PublishVodTitleRequest.FromString,
+                    response_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.PublishVodTitleResponse.SerializeToString,
+            ),
+            'GetVodPublication': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVodPublication,
+                    request_deserializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.GetVodPublicationRequest.FromString,
+                    response_serializer=livemesh_dot_catalog_dot_v1_dot_catalog__pb2.GetVodPublicationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +263,60 @@ class CatalogService:
             '/livemesh.catalog.v1.CatalogService/CreateTitle',
             livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleRequest.SerializeToString,
             livemesh_dot_catalog_dot_v1_dot_catalog__pb2.CreateTitleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishVodTitle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livemesh.catalog.v1.CatalogService/PublishVodTitle',
+            livemesh_dot_catalog_dot_v1_dot_catalog__pb2.PublishVodTitleRequest.SerializeToString,
+            livemesh_dot_catalog_dot_v1_dot_catalog__pb2.PublishVodTitleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVodPublication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/livemesh.catalog.v1.CatalogService/GetVodPublication',
+            livemesh_dot_catalog_dot_v1_dot_catalog__pb2.GetVodPublicationRequest.SerializeToString,
+            livemesh_dot_catalog_dot_v1_dot_catalog__pb2.GetVodPublicationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,12 +9,14 @@ export class ApiError extends Error {
   }
 }
 
+// `body`: an object sent as JSON, or a File (an upload) sent as it is.
 export async function api(method, path, { body, token } = {}) {
   const headers = { Accept: 'application/json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const raw = body instanceof Blob;
+  if (body !== undefined) headers['Content-Type'] = raw ? (body.type || 'application/octet-stream') : 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
   const response = await fetch(path, {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+    method, headers, body: body === undefined || raw ? body : JSON.stringify(body),
   });
   const data = await response.json().catch(() => ({}));
   if (!response.ok) throw new ApiError(response.status, data.error || {});

@@ -2,12 +2,13 @@
 // operator`; kept in sessionStorage, so it leaves with the tab), then, through the gateway,
 // which forwards the credential to the service behind (that checks the operator role):
 // list, create, rotate and end channels (#/channels), watch the edges' health, load and
-// QoE (#/edges, console-edges.js), and read out experiments (#/experiments,
-// console-experiments.js).
+// QoE (#/edges, console-edges.js), read out experiments (#/experiments,
+// console-experiments.js), and upload and publish VOD titles (#/vod, console-vod.js).
 
 import { ApiError, api, esc, field, handleForm } from './api.js';
 import { renderEdges } from './console-edges.js';
 import { renderExperiments } from './console-experiments.js';
+import { renderVod } from './console-vod.js';
 
 const view = document.getElementById('view');
 const TOKEN = 'livemesh.operator';
@@ -129,7 +130,9 @@ async function act(button) {
   }
 }
 
-const PANELS = { channels: renderChannels, edges: renderEdges, experiments: renderExperiments };
+const PANELS = {
+  channels: renderChannels, edges: renderEdges, experiments: renderExperiments, vod: renderVod,
+};
 const panelName = () => (location.hash.slice(2) in PANELS ? location.hash.slice(2) : 'channels');
 
 // The panel the address names (channels by default), the one shown before stopped first.
