@@ -9,7 +9,8 @@
 //              also read as mpd)
 //   player     dashjs (default), shaka or hlsjs
 //   liveDelay  target live latency in seconds; unset: the manifest's
-//   maxDrift   drift (s) past which dash.js seeks back to the target instead of speeding up
+//   maxDrift   drift (s) past which dash.js is seeked back to its target instead of speeding
+//              up; unset: Latency@max - Latency@target
 //   minRate, maxRate  catch-up playback rates (e.g. 0.96, 1.04); unset: the MPD's PlaybackRate
 //   log        dash.js log level: none|fatal|error|warn|info|debug (default warn)
 //   sid        the livemesh playback session id, sent as CMCD sid (per-cell QoE joins on
@@ -57,7 +58,6 @@
 
   function dashjsAdapter() {
     const player = dashjs.MediaPlayer().create();
-    const maxDrift = number('maxDrift');
     // dash.js takes the catch-up range as offsets from 1 (the MPD gives rates).
     const rateOffset = (name) => (params.has(name) ? number(name) - 1 : NaN);
     const logLevels = {
@@ -78,9 +78,10 @@
         retryIntervals: { MediaSegment: 100, InitializationSegment: 100 },
         liveCatchup: {
           enabled: true,
-          // The default mode: rate within the MPD's PlaybackRate range, seek past maxDrift.
+          // The default mode: rate within the MPD's PlaybackRate range. Its own seek past
+          // maxDrift is off (0): the page seeks instead (seekBackToTarget, below).
           mode: 'liveCatchupModeDefault',
-          maxDrift: maxDrift,
+          maxDrift: 0,
           playbackRate: { min: rateOffset('minRate'), max: rateOffset('maxRate') },
         },
         // The MPD's ServiceDescription, ProducerReferenceTime and UTCTiming are what make
@@ -114,6 +115,7 @@
     player.on(events.STREAM_INITIALIZED, () => {
       state.lowLatency = player.getLowLatencyModeEnabled();
     });
+    seekBackToTarget(player);
     const bufferOf = (type) => {
       try {
         return player.getDashMetrics().getCurrentBufferLevel(type);
@@ -127,6 +129,38 @@
       buffer: bufferOf,
       start: () => player.initialize(video, state.mpd, true),
     };
+  }
+
+  // dash.js's own seek past maxDrift (CatchupController: seekToCurrentLive with
+  // stickToBuffered) clamps a target outside the buffered media to the nearest buffered
+  // end: after an outage, where playback stopped; once the live segment is appended it
+  // moves to that segment's start, up to a segment behind the target, which PlaybackRate@max
+  // (4 %) takes a minute to make up. And it looks only on timeupdate and progress, which a
+  // player stalled on a segment Redis lost (404) does not get. So the page seeks itself,
+  // unclamped, as for Shaka: further behind its target than maxDrift (unset: the MPD's
+  // Latency@max less Latency@target), it puts the playhead at its target; dash.js then
+  // loads the segment holding it, whose chunks up to the live edge come at once. Checked
+  // on a timer, as a stall has no event. A seek made while the origin was down lands once
+  // it is back, where the target was when it began: landed more than STALE_SEEK_S behind,
+  // it is made again at once (the media flows again; a seek never found stays past maxDrift).
+  function seekBackToTarget(player) {
+    const CHECK_MS = 250;
+    const STALE_SEEK_S = 0.5;
+    const maxDrift = number('maxDrift');
+    const allowedDrift = () => {
+      if (Number.isFinite(maxDrift)) return maxDrift;
+      const manifest = player.getManifest();
+      const service = manifest && manifest.ServiceDescription && manifest.ServiceDescription[0];
+      const latency = service && service.Latency;
+      return latency ? (Number(latency.max) - Number(latency.target)) / 1000 : NaN;
+    };
+    const seekPast = (allowed) => {
+      if (!state.playing || !player.isReady()) return;
+      const drift = player.getCurrentLiveLatency() - player.getTargetLiveDelay();
+      if (drift > allowed) video.currentTime += drift;
+    };
+    setInterval(() => seekPast(allowedDrift()), CHECK_MS);
+    video.addEventListener('seeked', () => seekPast(STALE_SEEK_S));
   }
 
   // Shaka Player: low-latency mode on; the target is the MPD's ServiceDescription.
