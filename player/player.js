@@ -2,8 +2,8 @@
 // measurements the tests read (the same for every player).
 //
 // dash.js 5 turns low-latency mode on by itself when the MPD's SegmentTemplate says
-// availabilityTimeComplete="false" (our chunked segments); the page only sets the target
-// delay and the catch-up.  Shaka and hls.js are told low-latency mode; their target comes
+// availabilityTimeComplete="false" (our chunked segments); the page sets the target
+// delay and the catch-up, and does its seek back to the target.  Shaka and hls.js are told low-latency mode; their target comes
 // from the MPD's ServiceDescription or the playlist's PART-HOLD-BACK.  Query string:
 //   src        the manifest URL: an MPD, or an LL-HLS multivariant playlist (required;
 //              also read as mpd)
@@ -29,7 +29,7 @@
     player: params.get('player') || 'dashjs',
     errors: [],          // the player's error events and media element errors
     stalls: [],          // {at, duration}: 'waiting' after playback had started, until 'playing'
-    seeks: [],           // {at, from, to}: the player's own seeks (gap jumps, catch-up past maxDrift)
+    seeks: [],           // {at, from, to}: gap jumps, and seeks back to the target past maxDrift
     samples: [],         // one per SAMPLE_MS: {t, latency, buffer, rate, currentTime}
     playing: false,      // set on the first 'playing' event
     firstPlayingAt: null,
@@ -140,13 +140,17 @@
   // unclamped, as for Shaka: further behind its target than maxDrift (unset: the MPD's
   // Latency@max less Latency@target), it puts the playhead at its target; dash.js then
   // loads the segment holding it, whose chunks up to the live edge come at once. Checked
-  // on a timer, as a stall has no event. A seek made while the origin was down lands once
-  // it is back, where the target was when it began: landed more than STALE_SEEK_S behind,
-  // it is made again at once (the media flows again; a seek never found stays past maxDrift).
+  // on a timer, as a stall has no event; never while a seek waits for its media (seeking
+  // again would abort its loads). A seek made while the origin is down lands once it is
+  // back, where the target was when it began (and dash.js may first retry the segment
+  // that failed): landed more than STALE_SEEK_S behind, it is made again, up to
+  // FOLLOW_UPS times, now that the media flows.
   function seekBackToTarget(player) {
     const CHECK_MS = 250;
     const STALE_SEEK_S = 0.5;
+    const FOLLOW_UPS = 2;
     const maxDrift = number('maxDrift');
+    let followUps = 0;
     const allowedDrift = () => {
       if (Number.isFinite(maxDrift)) return maxDrift;
       const manifest = player.getManifest();
@@ -154,13 +158,21 @@
       const latency = service && service.Latency;
       return latency ? (Number(latency.max) - Number(latency.target)) / 1000 : NaN;
     };
+    // Whether it seeked: further than `allowed` behind its target, to its target.
     const seekPast = (allowed) => {
-      if (!state.playing || !player.isReady()) return;
       const drift = player.getCurrentLiveLatency() - player.getTargetLiveDelay();
-      if (drift > allowed) video.currentTime += drift;
+      if (!(drift > allowed)) return false;
+      video.currentTime += drift;
+      return true;
     };
-    setInterval(() => seekPast(allowedDrift()), CHECK_MS);
-    video.addEventListener('seeked', () => seekPast(STALE_SEEK_S));
+    setInterval(() => {
+      if (state.playing && player.isReady() && !video.seeking && seekPast(allowedDrift())) {
+        followUps = FOLLOW_UPS;
+      }
+    }, CHECK_MS);
+    video.addEventListener('seeked', () => {
+      if (followUps > 0) followUps = seekPast(STALE_SEEK_S) ? followUps - 1 : 0;
+    });
   }
 
   // Shaka Player: low-latency mode on; the target is the MPD's ServiceDescription.
@@ -318,8 +330,8 @@
       stallStart = null;
     }
   });
-  // The page never seeks, so every seek after playback started is the player's: jumping a
-  // hole in the buffered media, or back to the target when past maxDrift.
+  // Every seek after playback started is a player's jump over a hole in the buffered media,
+  // or a seek back to the target when past maxDrift (the page's, for dash.js and Shaka).
   let lastTime = 0;
   video.addEventListener('timeupdate', () => {
     if (!video.seeking) lastTime = video.currentTime;
