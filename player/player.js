@@ -140,11 +140,11 @@
   // unclamped, as for Shaka: further behind its target than maxDrift (unset: the MPD's
   // Latency@max less Latency@target), it puts the playhead at its target; dash.js then
   // loads the segment holding it, whose chunks up to the live edge come at once. Checked
-  // on a timer, as a stall has no event; never while a seek waits for its media (seeking
-  // again would abort its loads). A seek made while the origin is down lands once it is
-  // back, where the target was when it began (and dash.js may first retry the segment
-  // that failed): landed more than STALE_SEEK_S behind, it is made again, up to
-  // FOLLOW_UPS times, now that the media flows.
+  // on a timer, as a stall has no event; a seek that waits for its media that long (the
+  // origin is down, or dash.js is stuck retrying a segment that failed) is made again. A
+  // seek made while the origin is down lands once it is back, where the target was when
+  // it began: landed more than STALE_SEEK_S behind, it is made again, up to FOLLOW_UPS
+  // times, now that the media flows.
   function seekBackToTarget(player) {
     const CHECK_MS = 250;
     const STALE_SEEK_S = 0.5;
@@ -166,7 +166,7 @@
       return true;
     };
     setInterval(() => {
-      if (state.playing && player.isReady() && !video.seeking && seekPast(allowedDrift())) {
+      if (state.playing && player.isReady() && seekPast(allowedDrift())) {
         followUps = FOLLOW_UPS;
       }
     }, CHECK_MS);
