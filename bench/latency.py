@@ -19,7 +19,7 @@ the playhead's presentation time) at 4 Hz.  Figures are given from the first fra
 the steady state, once the latency first comes within ``SETTLE_MARGIN_S`` of the target
 (see :func:`summarise`).  A stall is a ``waiting`` event after playback had started, until
 the next ``playing``; a seek is one of dash.js's own (a jump over a hole in the buffered
-media, or back to the target past maxDrift).
+media) or the page's (back to the target past maxDrift).
 
 ``--player shaka`` runs Shaka Player (low-latency mode, the same liveDelay) instead;
 ``--player hlsjs`` runs hls.js in low-latency mode on the LL-HLS playlists of the same

@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument(
         "--max-drift",
         type=float,
-        help="dash.js's maxDrift (s): past it, it seeks back to its target (default: the MPD's)",
+        help="dash.js's maxDrift (s): past it, the page seeks it back to its target "
+        "(default: the MPD's Latency@max - Latency@target)",
     )
     args = parser.parse_args()
     watch_s = 10.0 if args.quick else 30.0

@@ -2,14 +2,15 @@
 // measurements the tests read (the same for every player).
 //
 // dash.js 5 turns low-latency mode on by itself when the MPD's SegmentTemplate says
-// availabilityTimeComplete="false" (our chunked segments); the page only sets the target
-// delay and the catch-up.  Shaka and hls.js are told low-latency mode; their target comes
+// availabilityTimeComplete="false" (our chunked segments); the page sets the target
+// delay and the catch-up, and does its seek back to the target.  Shaka and hls.js are told low-latency mode; their target comes
 // from the MPD's ServiceDescription or the playlist's PART-HOLD-BACK.  Query string:
 //   src        the manifest URL: an MPD, or an LL-HLS multivariant playlist (required;
 //              also read as mpd)
 //   player     dashjs (default), shaka or hlsjs
 //   liveDelay  target live latency in seconds; unset: the manifest's
-//   maxDrift   drift (s) past which dash.js seeks back to the target instead of speeding up
+//   maxDrift   drift (s) past which dash.js is seeked back to its target instead of speeding
+//              up; unset: Latency@max - Latency@target
 //   minRate, maxRate  catch-up playback rates (e.g. 0.96, 1.04); unset: the MPD's PlaybackRate
 //   log        dash.js log level: none|fatal|error|warn|info|debug (default warn)
 //   sid        the livemesh playback session id, sent as CMCD sid (per-cell QoE joins on
@@ -28,7 +29,7 @@
     player: params.get('player') || 'dashjs',
     errors: [],          // the player's error events and media element errors
     stalls: [],          // {at, duration}: 'waiting' after playback had started, until 'playing'
-    seeks: [],           // {at, from, to}: the player's own seeks (gap jumps, catch-up past maxDrift)
+    seeks: [],           // {at, from, to}: gap jumps, and seeks back to the target past maxDrift
     samples: [],         // one per SAMPLE_MS: {t, latency, buffer, rate, currentTime}
     playing: false,      // set on the first 'playing' event
     firstPlayingAt: null,
@@ -57,7 +58,6 @@
 
   function dashjsAdapter() {
     const player = dashjs.MediaPlayer().create();
-    const maxDrift = number('maxDrift');
     // dash.js takes the catch-up range as offsets from 1 (the MPD gives rates).
     const rateOffset = (name) => (params.has(name) ? number(name) - 1 : NaN);
     const logLevels = {
@@ -78,9 +78,10 @@
         retryIntervals: { MediaSegment: 100, InitializationSegment: 100 },
         liveCatchup: {
           enabled: true,
-          // The default mode: rate within the MPD's PlaybackRate range, seek past maxDrift.
+          // The default mode: rate within the MPD's PlaybackRate range. Its own seek past
+          // maxDrift is off (0): the page seeks instead (seekBackToTarget, below).
           mode: 'liveCatchupModeDefault',
-          maxDrift: maxDrift,
+          maxDrift: 0,
           playbackRate: { min: rateOffset('minRate'), max: rateOffset('maxRate') },
         },
         // The MPD's ServiceDescription, ProducerReferenceTime and UTCTiming are what make
@@ -114,6 +115,7 @@
     player.on(events.STREAM_INITIALIZED, () => {
       state.lowLatency = player.getLowLatencyModeEnabled();
     });
+    seekBackToTarget(player);
     const bufferOf = (type) => {
       try {
         return player.getDashMetrics().getCurrentBufferLevel(type);
@@ -127,6 +129,50 @@
       buffer: bufferOf,
       start: () => player.initialize(video, state.mpd, true),
     };
+  }
+
+  // dash.js's own seek past maxDrift (CatchupController: seekToCurrentLive with
+  // stickToBuffered) clamps a target outside the buffered media to the nearest buffered
+  // end: after an outage, where playback stopped; once the live segment is appended it
+  // moves to that segment's start, up to a segment behind the target, which PlaybackRate@max
+  // (4 %) takes a minute to make up. And it looks only on timeupdate and progress, which a
+  // player stalled on a segment Redis lost (404) does not get. So the page seeks itself,
+  // unclamped, as for Shaka: further behind its target than maxDrift (unset: the MPD's
+  // Latency@max less Latency@target), it puts the playhead at its target; dash.js then
+  // loads the segment holding it, whose chunks up to the live edge come at once. Checked
+  // on a timer, as a stall has no event; a seek that waits for its media that long (the
+  // origin is down, or dash.js is stuck retrying a segment that failed) is made again. A
+  // seek made while the origin is down lands once it is back, where the target was when
+  // it began: landed more than STALE_SEEK_S behind, it is made again, up to FOLLOW_UPS
+  // times, now that the media flows.
+  function seekBackToTarget(player) {
+    const CHECK_MS = 250;
+    const STALE_SEEK_S = 0.5;
+    const FOLLOW_UPS = 2;
+    const maxDrift = number('maxDrift');
+    let followUps = 0;
+    const allowedDrift = () => {
+      if (Number.isFinite(maxDrift)) return maxDrift;
+      const manifest = player.getManifest();
+      const service = manifest && manifest.ServiceDescription && manifest.ServiceDescription[0];
+      const latency = service && service.Latency;
+      return latency ? (Number(latency.max) - Number(latency.target)) / 1000 : NaN;
+    };
+    // Whether it seeked: further than `allowed` behind its target, to its target.
+    const seekPast = (allowed) => {
+      const drift = player.getCurrentLiveLatency() - player.getTargetLiveDelay();
+      if (!(drift > allowed)) return false;
+      video.currentTime += drift;
+      return true;
+    };
+    setInterval(() => {
+      if (state.playing && player.isReady() && seekPast(allowedDrift())) {
+        followUps = FOLLOW_UPS;
+      }
+    }, CHECK_MS);
+    video.addEventListener('seeked', () => {
+      if (followUps > 0) followUps = seekPast(STALE_SEEK_S) ? followUps - 1 : 0;
+    });
   }
 
   // Shaka Player: low-latency mode on; the target is the MPD's ServiceDescription.
@@ -284,8 +330,8 @@
       stallStart = null;
     }
   });
-  // The page never seeks, so every seek after playback started is the player's: jumping a
-  // hole in the buffered media, or back to the target when past maxDrift.
+  // Every seek after playback started is a player's jump over a hole in the buffered media,
+  // or a seek back to the target when past maxDrift (the page's, for dash.js and Shaka).
   let lastTime = 0;
   video.addEventListener('timeupdate', () => {
     if (!video.seeking) lastTime = video.currentTime;
