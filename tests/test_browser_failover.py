@@ -33,12 +33,8 @@ pytestmark = pytest.mark.timeout(180)  # a demo stack starts in 30-60 s on a bus
 
 PLAY_BEFORE_KILL_S = 10
 PLAY_AFTER_KILL_S = 15
-# The target: no stall longer than 1 s. hls.js 1.7.4 misses it about one kill in
-# five: after the Pathway switch its audio loader can sit idle until the segment in
-# progress is whole (its loop guard compares the new track's buffered end, a microsecond
-# short of the part boundary, with the boundary), so its stall is bounded by a segment
-# (2 s) and a reload, not by the failover; 0.3-1.2 s measured. That bound is held here.
-LONGEST_STALL_S = {"dashjs": 1.0, "shaka": 1.0, "hlsjs": 2.5}
+# The target: no stall longer than 1 s, whichever player.
+LONGEST_STALL_S = 1.0
 MEDIA = (".m4s", ".mp4")
 EDGES = ("edge-1", "edge-2")  # deploy/local.toml's
 
@@ -143,7 +139,7 @@ def test_the_player_keeps_playing_when_its_edge_is_killed(stack: RunningStack, p
         play_on(page, PLAY_AFTER_KILL_S, 5, "stopped after the kill", report)
         state = page.evaluate(STATE)
         stalls = state["stalls"][len(before["stalls"]) :]
-        assert all(s["duration"] <= LONGEST_STALL_S[player] for s in stalls), report()
+        assert all(s["duration"] <= LONGEST_STALL_S for s in stalls), report()
         # the player may report the requests the dead edge refused, and nothing else
         assert all(victim in json.dumps(e) for e in state["state"]["errors"]), report()
         survivor = (edges - {victim}).pop()
