@@ -6,12 +6,19 @@ Everything here is integer arithmetic on milliseconds and *access units* (a vide
 frame, or one 1024-sample AAC frame), so no float drift can creep in.
 
 Audio frames do not divide D (2 s is 93.75 AAC frames at 48 kHz): every boundary
-is rounded to the nearest whole access unit of the *absolute* time, so an audio
-segment ends on the frame nearest its nominal end and the error never accumulates.
+is the first whole access unit *after* the nominal time, computed from the absolute
+time, so an audio chunk ends less than a frame after its nominal end and the error
+never accumulates.  Never before it, nor on it: a player holds its buffered end
+against the playlist's part boundaries, and a browser's buffered end is short of the
+true one (Chromium keeps microseconds, truncated, and an AAC frame is 21,333.3 µs: a
+chunk ending exactly on 1.6 s, 75 frames, is buffered to 1.599999 s).  hls.js then
+takes the part it has as the one to load next, and after a switch of Pathway, whose
+playlist knows no part as loaded, waits for the next segment (issue 14).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -35,9 +42,22 @@ class UnitClock:
     units_per_second: Fraction
 
     def boundary(self, media_ms: int) -> int:
-        """The first access unit at or nearest after ``media_ms`` (round half up)."""
+        """The access unit a chunk starting at ``media_ms`` starts with.
+
+        A track whose units tile the chunk grid (30 fps video: six frames a chunk) cuts
+        exactly on it; one whose units do not (AAC) at the first unit starting after
+        ``media_ms`` (time 0 aside), so each chunk ends after its nominal end (by at least
+        2.7 ms at 48 kHz) and a buffer holding it reaches past the part boundary.
+        """
         exact = Fraction(media_ms, 1000) * self.units_per_second
-        return int(exact + Fraction(1, 2))
+        if media_ms == 0 or self.tiles_grid:
+            return int(exact + Fraction(1, 2))
+        return math.floor(exact) + 1
+
+    @property
+    def tiles_grid(self) -> bool:
+        """Whether a chunk holds a whole number of units (video), so they fall on the grid."""
+        return (Fraction(self.timeline.chunk_ms, 1000) * self.units_per_second).denominator == 1
 
     def chunk_units(self, segment: int, chunk: int) -> range:
         """The access units that chunk ``chunk`` of ``segment`` carries."""

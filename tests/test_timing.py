@@ -17,19 +17,24 @@ def test_video_chunks_hold_whole_frames() -> None:
     assert clock.chunk_of(60) == (1, 0)
 
 
-def test_audio_segment_ends_on_the_frame_nearest_its_nominal_end() -> None:
+def test_an_audio_chunk_ends_on_the_first_frame_after_its_nominal_end() -> None:
     clock = UnitClock(Timeline(2000, 200), AAC_48K)
-    # 2 s is 93.75 AAC frames: segment 1 starts at frame 94, segment 2 at 187.5 -> 188
+    # 2 s is 93.75 AAC frames: segment 1 starts at frame 94; 6 s is 281.25 -> 282 (not 281)
     assert clock.chunk_units(1, 0).start == 94
-    assert clock.chunk_units(2, 0).start == 188
+    assert clock.chunk_units(3, 0).start == 282
+    # 1.6 s is 75 frames exactly: the chunk ending there takes the 76th (a browser buffers
+    # 75 frames to 1.599999 s, short of the part boundary)
+    assert clock.chunk_units(0, 7) == range(66, 76)
+    assert clock.chunk_units(0, 0).start == 0
 
 
-def test_audio_drift_never_exceeds_half_a_frame() -> None:
+def test_audio_runs_past_every_boundary_by_under_a_frame_and_never_drifts() -> None:
     clock = UnitClock(Timeline(2000, 200), AAC_48K)
-    frame_ms = 1024 / 48
-    for segment in range(0, 50_000, 997):
-        start = clock.chunk_units(segment, 0).start
-        assert abs(start * frame_ms - segment * 2000) <= frame_ms / 2
+    frame_ms = Fraction(1024, 48)
+    for flat in range(1, 500_000, 997):
+        segment, chunk = divmod(flat, 10)
+        late_ms = clock.chunk_units(segment, chunk).start * frame_ms - flat * 200
+        assert Fraction(8, 3) <= late_ms <= frame_ms  # 8/3 ms: the grid's closest approach
 
 
 @pytest.mark.parametrize("unit", [0, 1, 9, 10, 93, 94, 187, 188, 10_000, 123_457])
