@@ -3,8 +3,9 @@
 //
 // dash.js 5 turns low-latency mode on by itself when the MPD's SegmentTemplate says
 // availabilityTimeComplete="false" (our chunked segments); the page sets the target
-// delay and the catch-up, and does its seek back to the target.  Shaka and hls.js are told low-latency mode; their target comes
-// from the MPD's ServiceDescription or the playlist's PART-HOLD-BACK.  Query string:
+// delay and the catch-up, and does its seek back to the target.  Shaka and hls.js are
+// told low-latency mode; their target comes from the MPD's ServiceDescription or the
+// playlist's PART-HOLD-BACK.  Query string:
 //   src        the manifest URL: an MPD, or an LL-HLS multivariant playlist (required;
 //              also read as mpd)
 //   player     dashjs (default), shaka or hlsjs
