@@ -8,14 +8,8 @@ import pytest
 
 from live.ingest.decode_queue import BoundedDecodeQueue, is_keyframe
 from live.ingest.feed_params import FeedParams, disagreement
-from live.ingest.ingest_source import (
-    PLAYOUT_DELAY_MS,
-    STALE_MS,
-    ChannelBusy,
-    ChannelEnded,
-    IngestSource,
-    MediaClock,
-)
+from live.ingest.ingest_source import STALE_MS, ChannelBusy, ChannelEnded, IngestSource
+from live.ingest.media_clock import PLAYOUT_DELAY_MS, MediaClock
 from tests.live_helpers import small_config
 
 START_MS = 1_000_000  # the channel's media time 0, on the wall clock

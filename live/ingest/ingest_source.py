@@ -33,7 +33,6 @@ closing.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -48,20 +47,17 @@ from prometheus_client import Counter
 from kernel import clock
 from kernel.channel_config import ChannelConfig
 from live.ingest.feed_params import FeedParams, disagreement
+from live.ingest.media_clock import MediaClock
+from live.ingest.picture_fit import fit_picture
 from live.ingest.slate import SlateKind, Slates
 from live.source import AAC_FRAME_SAMPLES
 
 log = logging.getLogger("livemesh.ingest")
 
-PLAYOUT_DELAY_MS = 150  # input is played this long after it arrives: absorbs network jitter
-LATE_MARGIN_MS = 50  # the channel pulls sound up to a video frame ahead of its time
-RESYNC_AHEAD_MS = 1000  # a frame mapped this far beyond arrival + delay re-anchors its clock
 STALE_MS = 2000  # a broadcaster that sent nothing for this long is shown as gone
 VIDEO_QUEUE_FRAMES = 60  # decoded pictures waiting for their playout time, at most
 AUDIO_QUEUE_MS = 2000  # audio waiting for its playout time, at most
 AUDIO_SNAP_MS = 20  # a frame this close to where the last one ended is written back to back
-SHRINK_WINDOW_MS = 2000  # arrivals watched before the playout delay may shrink back
-SHRINK_MARGIN_MS = 50  # buffered beyond the playout delay the whole window: give it back
 
 RESYNCS = Counter(
     "livemesh_ingest_clock_resyncs", "Input clocks re-anchored onto the wall clock", ["channel"]
@@ -81,51 +77,6 @@ class ChannelEnded(Exception):
 
 
 Cut = Callable[[str], None]  # told why a feed was cut off (evicted, channel ended)
-
-
-class MediaClock:
-    """Maps one input clock (seconds) onto the wall clock (ms).
-
-    A late frame re-anchors the mapping at its own arrival, so after a jitter
-    spike every later frame is buffered for the spike as well.  The mapping
-    therefore watches the least buffering of each :data:`SHRINK_WINDOW_MS` of
-    arrivals; when even that exceeds the playout delay by more than
-    :data:`SHRINK_MARGIN_MS`, the excess is given back (the picture skips ahead
-    once, the sound is cut where the new mapping overlaps it), so the latency a
-    spike added does not stay for the rest of the broadcast.
-    """
-
-    def __init__(self, delay_ms: int = PLAYOUT_DELAY_MS) -> None:
-        self.delay_ms = delay_ms
-        self._offset_ms: float | None = None
-        self.resyncs = 0
-        self.shrinks = 0
-        self._window_start_ms: int | None = None
-        self._least_slack_ms = math.inf
-
-    def map(self, pts_s: float, arrival_ms: int) -> float:
-        """Wall-clock ms at which media stamped ``pts_s`` (arrived at ``arrival_ms``) plays."""
-        target = arrival_ms + self.delay_ms
-        mapped = pts_s * 1000 + self._offset_ms if self._offset_ms is not None else None
-        # late (would miss its slot) or far early (the buffer would grow): re-anchor
-        late = arrival_ms + LATE_MARGIN_MS
-        if mapped is None or mapped < late or mapped > target + RESYNC_AHEAD_MS:
-            if mapped is not None:
-                self.resyncs += 1
-            self._offset_ms = target - pts_s * 1000
-            self._window_start_ms, self._least_slack_ms = arrival_ms, math.inf
-            return float(target)
-        self._least_slack_ms = min(self._least_slack_ms, mapped - arrival_ms)
-        if self._window_start_ms is None:
-            self._window_start_ms = arrival_ms
-        elif arrival_ms - self._window_start_ms >= SHRINK_WINDOW_MS:
-            excess = self._least_slack_ms - self.delay_ms
-            if excess > SHRINK_MARGIN_MS and self._offset_ms is not None:
-                self._offset_ms -= excess
-                mapped -= excess
-                self.shrinks += 1
-            self._window_start_ms, self._least_slack_ms = arrival_ms, math.inf
-        return mapped
 
 
 @dataclass
@@ -453,26 +404,3 @@ class IngestFeed:
         self.detached = True
         if self.on_cut is not None:
             self.on_cut(why)
-
-
-def fit_picture(picture: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
-    """``picture`` scaled into ``width`` x ``height`` yuv420p, letterboxed to keep its shape."""
-    if (picture.width, picture.height) == (width, height) and picture.format.name == "yuv420p":
-        return picture
-    scale = min(width / picture.width, height / picture.height)
-    fit_w = min(width, max(2, round(picture.width * scale) & ~1))
-    fit_h = min(height, max(2, round(picture.height * scale) & ~1))
-    scaled = picture.reformat(width=fit_w, height=fit_h, format="yuv420p")
-    if (fit_w, fit_h) == (width, height):
-        return scaled
-    planes = scaled.to_ndarray()  # (fit_h * 3 / 2, fit_w): Y, then U and V stacked
-    canvas = np.empty((height * 3 // 2, width), np.uint8)
-    canvas[:height] = 16
-    canvas[height:] = 128
-    top, left = ((height - fit_h) // 2) & ~1, ((width - fit_w) // 2) & ~1
-    canvas[top : top + fit_h, left : left + fit_w] = planes[:fit_h]
-    chroma = canvas[height:].reshape(2, height // 2, width // 2)
-    source_chroma = planes[fit_h:].reshape(2, fit_h // 2, fit_w // 2)
-    chroma[:, top // 2 : (top + fit_h) // 2, left // 2 : (left + fit_w) // 2] = source_chroma
-    canvas[height:] = chroma.reshape(height // 2, width)
-    return av.VideoFrame.from_ndarray(canvas, format="yuv420p")
