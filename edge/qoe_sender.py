@@ -11,6 +11,10 @@ died) it exits.
 
 It runs at a lower CPU priority (``NICE``) than its node: on a busy machine the segments
 go first and the telemetry waits (and, past the node's backlog bound, is dropped).
+
+It ignores SIGINT: its lifetime is its node's, ended by the end of stdin. A Ctrl-C at a
+terminal reaches the whole process group, and the sender would otherwise die with a
+traceback before its node had closed the pipe (and lose the node's last notes).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import logging
 import os
 import pickle
+import signal
 import sys
 
 from redis.asyncio import Redis
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", default="")
     args = parser.parse_args(argv)
     os.nice(NICE)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(serve(args.redis_url, args.edge, args.region))
     return 0

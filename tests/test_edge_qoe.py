@@ -4,6 +4,8 @@ in the cache key, and a Redis outage that costs events but never a segment."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
@@ -11,7 +13,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from edge.qoe import QoeConfig, QoeRecorder, encode
+from edge.qoe import QoeConfig, QoeRecorder, encode, frame
 from kernel.cmcd import CmcdStats
 from kernel.keys import QOE_EVENTS
 from kernel.qoe_event import FIELD, decode, unpack
@@ -123,3 +125,22 @@ async def test_the_ring_drops_the_oldest_and_the_sender_sends_in_batches(
     events = [decode(line) for line in unpack(entry[1][FIELD])]
     assert [e.rung for e in events if e is not None] == ["v4", "v5", "v6", "v7"]
     assert emitter.sent == 4 and emitter.dropped == 4  # the sender's totals outlive it
+
+
+async def test_the_sender_outlives_a_terminal_ctrl_c_and_ends_with_its_pipe(redis_url: str) -> None:
+    """A Ctrl-C reaches the whole process group: the sender ignores it (no traceback) and
+    keeps sending until its node closes stdin."""
+    sender = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge.qoe_sender", "--redis-url", redis_url, "--edge", "e1",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert sender.stdin and sender.stdout and sender.stderr
+    sender.stdin.write(frame([]))
+    assert await asyncio.wait_for(sender.stdout.readline(), 30) == b"0 0 0 0\n"  # set up
+    sender.send_signal(signal.SIGINT)
+    sender.stdin.write(frame([]))
+    assert await asyncio.wait_for(sender.stdout.readline(), 30) == b"0 0 0 0\n"  # alive
+    sender.stdin.close()
+    assert await asyncio.wait_for(sender.wait(), 30) == 0
+    assert await sender.stderr.read() == b""
