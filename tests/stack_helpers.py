@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from kernel.processes import parent_death_signal
 from kernel.procfs import cmdline, descendants
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +61,8 @@ def demo_stack(
     scratch = Path(tempfile.mkdtemp(prefix="livemesh-demo-test-"))
     if args is None:
         args = ["--free-ports", "--run-dir", str(scratch / "run")]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "command.cli", "demo", *args],
+    process = subprocess.Popen(  # ends with this run, even one its timeout cuts short
+        [*parent_death_signal(), sys.executable, "-m", "command.cli", "demo", *args],
         cwd=cwd,
         env={k: v for k, v in (os.environ if env is None else env).items() if k != "REDIS_URL"},
         stdout=subprocess.PIPE,
@@ -98,7 +99,7 @@ def run_loadtest(scenario: str, out: Path, *args: str, timeout_s: float) -> dict
     env["LIVEMESH_RUNGS"] = "v480,v360"
     command = ["loadtest", "run", scenario, "--out", str(out), *args]
     run = subprocess.run(
-        [sys.executable, "-m", "command.cli", *command],
+        [*parent_death_signal(), sys.executable, "-m", "command.cli", *command],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]

@@ -11,6 +11,7 @@ import sys
 import aiohttp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kernel.processes import parent_death_signal
 from kernel.rpc.clients import RpcChannelFactory
 
 
@@ -18,6 +19,7 @@ async def launch(
     *args: str, env: dict[str, str] | None = None
 ) -> tuple[asyncio.subprocess.Process, str]:
     process = await asyncio.create_subprocess_exec(
+        *parent_death_signal(),
         sys.executable,
         "-m",
         "command.cli",
