@@ -44,7 +44,7 @@ from live.package import Chunk, ChunkPackager
 from live.pipeline_faults import InjectedDefects
 from live.pipelines import PipelineStore, claim_lead_ms, first_segment
 from live.source import AAC_FRAME_SAMPLES, ChannelSource, SyntheticSource, TestPattern, Tone
-from live.state import ChannelStore, ChunkHole
+from live.state import ChannelStore
 from live.timing import UnitClock
 
 log = logging.getLogger("livemesh.channel")
@@ -60,11 +60,6 @@ ENCODER_LAG = Gauge(
 CHUNKS_DROPPED = Counter(
     "livemesh_chunks_dropped",
     "CMAF chunks dropped from the backlog kept while Redis was unreachable",
-    ["channel", "rep"],
-)
-CHUNKS_REFILLED = Counter(
-    "livemesh_chunks_refilled",
-    "CMAF chunks published again because Redis had lost them (a Redis Cluster failover)",
     ["channel", "rep"],
 )
 CHUNKS_PUBLISHED = Counter(
@@ -113,11 +108,6 @@ class LiveChannel:
         self._stopping = threading.Event()
         self.epoch: Epoch | None = None
         self.started = asyncio.Event()
-        # each rendition's last two segments as published, to give Redis again what it lost
-        kept = 2 * self.timeline.chunks_per_segment
-        self._published: collections.defaultdict[str, collections.deque[Chunk]] = (
-            collections.defaultdict(lambda: collections.deque(maxlen=kept))
-        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -384,44 +374,14 @@ class LiveChannel:
 
     async def _publish_chunk(self, rep: str, chunk: Chunk, defect: str | None) -> bool:
         assert self.epoch is not None
-        if self.pipeline is not None:
-            return await self.pipeline.publish_chunk(
-                self.epoch, rep, chunk, defect, self.timeline, self.config.window_s
+        window_s = self.config.window_s
+        if self.pipeline is None:
+            return await self.store.publish_chunk(
+                self.epoch, rep, chunk.segment, chunk.chunk, chunk.data, chunk.last, window_s
             )
-        try:
-            on_record = await self._store_chunk(rep, chunk)
-        except ChunkHole as hole:
-            on_record = await self._fill_hole(rep, chunk, hole)
-        self._published[rep].append(chunk)
-        return on_record
-
-    async def _store_chunk(self, rep: str, chunk: Chunk, accept_hole: bool = False) -> bool:
-        assert self.epoch is not None
-        return await self.store.publish_chunk(
-            self.epoch, rep, chunk.segment, chunk.chunk, chunk.data, chunk.last,
-            self.config.window_s, accept_hole=accept_hole,
-        )  # fmt: skip
-
-    async def _fill_hole(self, rep: str, chunk: Chunk, hole: ChunkHole) -> bool:
-        """Give Redis again the chunks it lost, then ``chunk``.
-
-        Redis Cluster replicates asynchronously: a master that dies can take the last
-        chunks it had acknowledged with it, and the replica promoted in its place lacks
-        them. Published after such a hole, a chunk would sit at another's place in its
-        segment, which would then not decode. The chunks are republished from the last
-        two segments kept here; a hole further back (or chunks never made: an encoder
-        that skipped frames past a chunk) is left as it is.
-        """
-        since = (hole.segment, hole.chunk)
-        lost = [c for c in self._published[rep] if (c.segment, c.chunk) >= since]
-        if not lost or (lost[0].segment, lost[0].chunk) != since:
-            return await self._store_chunk(rep, chunk, accept_hole=True)
-        log.warning("channel %s: Redis lacks %s %d/%d and %d after it; publishing them again",
-                    self.config.name, rep, hole.segment, hole.chunk, len(lost) - 1)  # fmt: skip
-        for again in lost:
-            await self._store_chunk(rep, again)
-            CHUNKS_REFILLED.labels(self.config.name, rep).inc()
-        return await self._store_chunk(rep, chunk)
+        return await self.pipeline.publish_chunk(
+            self.epoch, rep, chunk, defect, self.timeline, window_s
+        )
 
 
 def synthetic_source(config: ChannelConfig) -> SyntheticSource:

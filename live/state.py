@@ -25,35 +25,11 @@ from kernel.keys import ChannelKeys
 EVENT_STREAM_LENGTH = 5000
 
 # KEYS: segment, position, init, epochs, events, epoch
-# ARGV: bytes, window_s, rep, position, chunk index, e, n, l, stream length, accept a hole
-# Returns {epoch on record} when the chunk is stored (or was: a segment already longer
-# than the chunk's index holds it, a retried publish whose reply was lost), or
-# {epoch on record, segment, chunk}: the next chunk the store lacks, which must come first.
-# A hole is what a Redis Cluster failover leaves: replication is asynchronous, so the
-# promoted replica may lack the last chunks its master had acknowledged; appended after
-# them, a chunk would sit at another chunk's index and its segment would not decode.
+# ARGV: bytes, window_s, rep, position, chunk index, e, n, l, stream length
+# Returns whether the epoch is on record. A segment already longer than the chunk's index
+# holds it: a retried publish of a chunk the server stored before the reply was lost.
 PUBLISH_CHUNK = """
-local index = tonumber(ARGV[5])
-local segment = tonumber(ARGV[7])
-local on_record = redis.call('EXISTS', KEYS[6])
-local stored = redis.call('LLEN', KEYS[1])
-if ARGV[10] == '0' then
-  local want_segment, want_chunk = segment, stored
-  local position = redis.call('HGET', KEYS[2], ARGV[3])
-  if position then
-    local s, c, whole = string.match(position, '^(%d+):(%d+):(%d)$')
-    if whole == '1' then
-      want_segment, want_chunk = tonumber(s) + 1, 0
-    else
-      want_segment, want_chunk = tonumber(s), tonumber(c) + 1
-    end
-    if want_segment == segment then want_chunk = stored end
-  end
-  if segment > want_segment or (segment == want_segment and index > want_chunk) then
-    return {on_record, want_segment, want_chunk}
-  end
-end
-if stored <= index then
+if redis.call('LLEN', KEYS[1]) <= tonumber(ARGV[5]) then
   redis.call('RPUSH', KEYS[1], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
@@ -65,7 +41,7 @@ if stored <= index then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*',
              'e', ARGV[6], 'r', ARGV[3], 'n', ARGV[7], 'k', ARGV[5], 'l', ARGV[8])
 end
-return {on_record}
+return redis.call('EXISTS', KEYS[6])
 """
 
 # The byte sizes of a list's elements without sending the elements: an LL-HLS playlist
@@ -94,16 +70,6 @@ class ChunkEvent:
     segment: int
     chunk: int
     last: bool
-
-
-class ChunkHole(Exception):
-    """The store lacks a rendition's chunks before the one published: they go first."""
-
-    def __init__(self, rep: str, segment: int, chunk: int) -> None:
-        super().__init__(f"{rep}: the store lacks chunks from {segment}/{chunk} on")
-        self.rep = rep
-        self.segment = segment  # the first chunk the store lacks
-        self.chunk = chunk
 
 
 @dataclass(frozen=True)
@@ -154,14 +120,11 @@ class ChannelStore:
         data: bytes,
         last: bool,
         window_s: int,
-        accept_hole: bool = False,
     ) -> bool:
         """Store one chunk and announce it, atomically.
 
         Returns whether the channel's epoch was still on record: False means Redis lost
-        it (a restart keeps nothing) and the caller should announce it again. Raises
-        :class:`ChunkHole` when the store lacks chunks before this one (unless
-        ``accept_hole``: the writer no longer has them).
+        it (a restart keeps nothing) and the caller should announce it again.
         """
         keys = [
             self.keys.segment(epoch.id, rep, segment),
@@ -173,11 +136,9 @@ class ChannelStore:
         ]
         position = Position(segment, chunk, last).encode()
         args: list[bytes | str | int] = [data, window_s, rep, position, chunk, epoch.id]
-        args += [segment, int(last), EVENT_STREAM_LENGTH, int(accept_hole)]
-        on_record, *hole = await self._publish(keys=keys, args=args)
-        if hole:
-            raise ChunkHole(rep, int(hole[0]), int(hole[1]))
-        return bool(on_record)
+        args += [segment, int(last), EVENT_STREAM_LENGTH]
+        epoch_on_record = await self._publish(keys=keys, args=args)
+        return bool(epoch_on_record)
 
     async def end_epoch(self, epoch: Epoch) -> None:
         """Take the channel off air: every rendition's last segment is final as it stands.

@@ -19,7 +19,7 @@ from kernel.redis_server import EmbeddedRedis, redis_client
 from live.channel import LiveChannel, synthetic_source
 from live.cmaf import read_sample_durations, read_tfdt
 from live.source import ChannelSource
-from live.state import ChannelStore, ChunkEvent, ChunkHole
+from live.state import ChannelStore, ChunkEvent
 from tests.live_helpers import running_channel, small_config, wait_for_segments
 
 
@@ -236,65 +236,3 @@ async def test_a_chunk_published_twice_is_stored_and_announced_once(
     assert stored == [b"first", b"second"]
     assert position == Position(0, 1, True)
     assert await redis.xlen(store.keys.events) == 2
-
-
-async def test_the_store_refuses_a_chunk_after_a_hole_and_names_the_first_missing(
-    redis: aioredis.Redis,
-) -> None:
-    """What a promoted replica lacks (replication is asynchronous) must come first: a chunk
-    appended after the hole would sit at another chunk's index."""
-    store = ChannelStore(redis, "holes")
-    epoch = Epoch("1000", clock.now_ms(), (Representation("v", "video", "avc1.64001f", 1, 15360),))
-    await store.start_epoch(epoch, {"v": b"init"}, window_s=60)
-    for chunk in range(3):
-        await store.publish_chunk(epoch, "v", 0, chunk, b"c%d" % chunk, False, 60)
-    with pytest.raises(ChunkHole) as within:
-        await store.publish_chunk(epoch, "v", 0, 4, b"c4", False, 60)
-    assert (within.value.segment, within.value.chunk) == (0, 3)
-    with pytest.raises(ChunkHole) as across:  # the segment's end was never stored
-        await store.publish_chunk(epoch, "v", 1, 0, b"d0", False, 60)
-    assert (across.value.segment, across.value.chunk) == (0, 3)
-    await store.publish_chunk(epoch, "v", 0, 3, b"c3", True, 60)
-    await store.publish_chunk(epoch, "v", 1, 0, b"d0", False, 60)  # the segment was whole
-    assert (await store.chunks(epoch.id, "v", 0))[0] == [b"c0", b"c1", b"c2", b"c3"]
-    await store.publish_chunk(epoch, "v", 1, 2, b"d2", False, 60, accept_hole=True)
-    assert (await store.chunks(epoch.id, "v", 1))[0] == [b"d0", b"d2"]  # told to: as before
-
-
-LOSE_TAIL = """
-local position = redis.call('HGET', KEYS[2], ARGV[1])
-if not position then return 0 end
-local s, c, whole = string.match(position, '^(%d+):(%d+):(%d)$')
-if whole == '1' or tonumber(c) < 2 or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end
-redis.call('LTRIM', KEYS[1], 0, tonumber(c) - 2)
-redis.call('HSET', KEYS[2], ARGV[1], s .. ':' .. (tonumber(c) - 2) .. ':0')
-return 1
-"""
-
-
-async def test_the_channel_gives_redis_again_the_chunks_a_failover_lost(
-    redis: aioredis.Redis,
-) -> None:
-    """A Redis Cluster master dies with the last two chunks of a segment unreplicated: the
-    promoted replica lacks them. The channel publishes them again before the next, so the
-    segment holds every chunk in its place."""
-    config = small_config("refill")
-    store = ChannelStore(redis, config.name)
-    lose_tail = redis.register_script(LOSE_TAIL)
-    async with running_channel(store, config) as channel:
-        assert channel.epoch is not None
-        epoch = channel.epoch
-        await wait_for_segments(store, epoch.id, ["v360"], count=1)
-        segment, lost = 1, 0
-        while not lost:  # the failover lands mid-segment, two chunks after its start
-            position = await store.position(epoch.id, "v360")
-            assert position is not None
-            segment = position.segment
-            keys = [store.keys.segment(epoch.id, "v360", segment), store.keys.position(epoch.id)]
-            lost = await lose_tail(keys=keys, args=["v360", segment])
-        await wait_for_segments(store, epoch.id, ["v360"], count=segment + 2)
-    chunks, _ = await store.chunks(epoch.id, "v360", segment)
-    per_segment = config.segment_ms // config.chunk_ms
-    assert len(chunks) == per_segment
-    starts = [read_tfdt(chunk) for chunk in chunks]
-    assert starts == sorted(set(starts))  # each chunk once, in its place

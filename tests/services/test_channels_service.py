@@ -68,9 +68,7 @@ async def test_lifecycle_stream_keys_and_live_status(
         (Representation("v540", "video", "avc1.64001f", 1_800_000, 90000, 960, 540, 30),),
     )
     await store.start_epoch(epoch, {"v540": b"init"}, window_s=30)
-    await store.publish_chunk(  # mid-event: what came before is not this test's
-        epoch, "v540", 7, 3, b"chunk", last=False, window_s=30, accept_hole=True
-    )
+    await store.publish_chunk(epoch, "v540", 7, 3, b"chunk", last=False, window_s=30)
     live = (await stub.GetChannel(pb.GetChannelRequest(name="channels/sports"))).channel
     assert live.state == pb.CHANNEL_STATE_LIVE
     assert (live.live_status.epoch, live.live_status.live_segment, live.live_status.live_chunk) == (
