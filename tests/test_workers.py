@@ -22,6 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from kernel import procfs, workers
+from kernel.config import GatewaySettings, PlaybackSettings
+from kernel.config.load import SETTINGS_ENV
 from kernel.ports import free_port
 from kernel.processes import stop_processes, wait_exit
 from kernel.rpc.clients import RpcChannelFactory
@@ -236,3 +238,21 @@ async def test_a_follower_printing_after_it_is_ready_is_never_blocked(
             assert await follower.wait() == 0
     logged = "".join(r.getMessage() for r in caplog.records)
     assert logged.count("x") >= 1 << 20
+
+
+def test_the_group_size_is_read_before_the_process_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What decides whether a kind's metrics go to shared files (a group of more than one)
+    or stay in memory: the flag over the environment over the default of one, 0 one per
+    core, and None (the process's own parser then says why) for a bad value."""
+    monkeypatch.delenv("LIVEMESH_WORKERS", raising=False)
+    monkeypatch.setenv(SETTINGS_ENV, "")  # no settings file
+    assert workers.group_size(PlaybackSettings, ["--port", "0"]) == 1
+    assert workers.group_size(GatewaySettings, ["--workers", "3", "--rate", "5"]) == 3
+    assert workers.group_size(GatewaySettings, ["--workers=2"]) == 2
+    assert workers.group_size(PlaybackSettings, ["--workers", "0"]) == workers.count(0) > 0
+    monkeypatch.setenv("LIVEMESH_WORKERS", "4")
+    assert workers.group_size(PlaybackSettings, []) == 4
+    assert workers.group_size(PlaybackSettings, ["--workers", "1"]) == 1
+    assert workers.group_size(PlaybackSettings, ["--workers", "many"]) is None
