@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,6 +220,27 @@ def test_a_playback_scrape_tells_every_workers_figures(group_of: type[Group]) ->
         text = got.read().decode()
     served = sample(text, "livemesh_rpc_served_total", method=HEALTH_CHECK, code="OK")
     assert served == CONNECTIONS
+    assert all(metric_files(pid) for pid in playback.pids)  # shared through files
+
+
+def metric_files(pid: int) -> list[str]:
+    """The multiprocess-mode value files ``pid`` has mapped (prometheus_client's mmaps)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return re.findall(r"/(?:counter|gauge_\w+|histogram)_\d+\.db$", maps, re.MULTILINE)
+
+
+def test_a_playback_alone_keeps_its_figures_in_memory(group_of: type[Group]) -> None:
+    """A group of one shares its metrics with nobody: no value files, the same figures."""
+    metrics_port = free_port()
+    playback = group_of("playback", "--workers", "1", "--metrics-port", str(metrics_port))
+    assert playback.pids == {playback.leader.pid}
+    with grpc.insecure_channel(playback.address) as channel:
+        for _ in range(3):
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as got:
+        text = got.read().decode()
+    assert sample(text, "livemesh_rpc_served_total", method=HEALTH_CHECK, code="OK") == 3
+    assert metric_files(playback.leader.pid) == []
 
 
 async def test_a_follower_printing_after_it_is_ready_is_never_blocked(
