@@ -27,7 +27,8 @@ processes to spread over the same cores.
 
 The machine may be shared, so wall figures move with the neighbours' load. Each phase
 also reads every process's own CPU time (``/proc/<pid>/stat``, user+system; the bench
-client from ``getrusage``) and reports CPU milliseconds per successful call per process,
+client from ``getrusage``) and reports CPU milliseconds per successful call per process
+(and the servers' per attempt, refused calls included: ``cpu_ms_per_attempt_servers``),
 and ``cpu_bound_per_s``: the calls/s two whole cores would sustain at that cost (the
 server processes alone, and with the load-generating client on the same cores).
 
@@ -142,15 +143,18 @@ class CpuMeter:
         now["client"] = own_cpu_s()
         return now
 
-    def per_call_ms(self, calls: int) -> dict[str, Any]:
+    def per_call_ms(self, calls: int, attempts: int) -> dict[str, Any]:
+        """CPU per successful call, and the servers' per attempt (refused ones too: a phase
+        that sheds more divides the same work among fewer successes)."""
         end = self._now()
-        per = {
-            name: round((end[name] - self.start[name]) * 1000 / max(1, calls), 3) for name in end
-        }
+        used = {name: (end[name] - self.start[name]) * 1000 for name in end}
+        per = {name: round(ms / max(1, calls), 3) for name, ms in used.items()}
         servers = sum(v for k, v in per.items() if k != "client")
+        servers_used = sum(ms for name, ms in used.items() if name != "client")
         return {
             "cpu_ms_per_call": per,
             "cpu_ms_per_call_servers": round(servers, 3),
+            "cpu_ms_per_attempt_servers": round(servers_used / max(1, attempts), 3),
             "cpu_bound_per_s": {
                 "servers": round(CORES * 1000 / servers) if servers else None,
                 "with_client": round(CORES * 1000 / (servers + per["client"])),
@@ -251,7 +255,7 @@ async def open_loop(call: Any, rate: float, seconds: float, pids: dict[str, int]
     await asyncio.gather(*tasks)
     result = figures(latencies, errors, seconds)
     result["offered_per_s"] = rate
-    result.update(meter.per_call_ms(len(latencies)))
+    result.update(meter.per_call_ms(len(latencies), len(latencies) + errors))
     return result
 
 
@@ -277,7 +281,7 @@ async def closed_loop(
     result = figures(latencies, errors, seconds)
     result["concurrency"] = concurrency
     if pids is not None:
-        result.update(meter.per_call_ms(len(latencies)))
+        result.update(meter.per_call_ms(len(latencies), len(latencies) + errors))
     return result
 
 

@@ -10,10 +10,7 @@ import importlib
 import sys
 
 from kernel.config import KINDS, WorkersSettings
-from kernel.workers import shared_metrics
-
-# kinds that may run as several processes on one port (kernel/workers.py)
-WORKER_KINDS = {kind for kind, cls in KINDS.items() if issubclass(cls, WorkersSettings)}
+from kernel.workers import group_size, shared_metrics
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -61,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"livemesh: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    if command not in WORKER_KINDS:
+    # a kind that may run as several processes on one port (kernel/workers.py) shares its
+    # metrics through files; alone (its group of one) it keeps them in memory
+    kind = KINDS.get(command)
+    if kind is None or not issubclass(kind, WorkersSettings) or group_size(kind, rest) == 1:
         return _run(command, rest)
     with shared_metrics():  # before the kind imports prometheus_client
         return _run(command, rest)

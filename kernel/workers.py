@@ -18,7 +18,9 @@ gateway's is on the shared port) or the leader alone (the services' ``--metrics-
 so each worker's own figures would tell only its share. A group therefore keeps its
 figures in prometheus_client's multiprocess mode (:func:`shared_metrics`: one directory
 per group, each worker's values in files there), and every worker exposes the sum of all
-of them (:func:`kernel.rpc.resilience.metrics.exposed`).
+of them (:func:`kernel.rpc.resilience.metrics.exposed`). A group of one (the default) keeps
+them in memory: the mode costs every update a ``getpid`` and an mmap write (about 6 us more
+per counter increment or gauge set, measured), paid on every call for nothing to share.
 
 Whatever a process keeps in memory is per worker; ``docs/architecture.md`` says, state by
 state, why that stays correct with N of them.
@@ -26,6 +28,7 @@ state, why that stays correct with N of them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -36,6 +39,8 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
+from kernel.config import ConfigError, WorkersSettings, load
+from kernel.config.fields import flag_name
 from kernel.processes import parent_death_signal
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,21 @@ class WorkerDied(RuntimeError):
 def count(setting: int) -> int:
     """The group's size: the setting, or (0) one process per core this process may use."""
     return setting or len(os.sched_getaffinity(0))
+
+
+def group_size(cls: type[WorkersSettings], argv: list[str]) -> int | None:
+    """The size of the group a process of ``cls`` started with ``argv`` will run (its
+    ``workers`` from the flag, the environment or the settings file), read before the
+    process imports prometheus_client; None when a setting is bad (the process's own
+    parser then says which)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(flag_name(cls.model_fields["workers"]) or "--workers", dest="workers")
+    given = parser.parse_known_args(argv)[0].workers
+    try:
+        settings = load(cls, {} if given is None else {"workers": given}).settings
+    except ConfigError:
+        return None
+    return count(settings.workers)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from kernel import procfs, workers
+from kernel.config import GatewaySettings, PlaybackSettings
+from kernel.config.load import SETTINGS_ENV
 from kernel.ports import free_port
 from kernel.processes import stop_processes, wait_exit
 from kernel.rpc.clients import RpcChannelFactory
@@ -217,6 +220,27 @@ def test_a_playback_scrape_tells_every_workers_figures(group_of: type[Group]) ->
         text = got.read().decode()
     served = sample(text, "livemesh_rpc_served_total", method=HEALTH_CHECK, code="OK")
     assert served == CONNECTIONS
+    assert all(metric_files(pid) for pid in playback.pids)  # shared through files
+
+
+def metric_files(pid: int) -> list[str]:
+    """The multiprocess-mode value files ``pid`` has mapped (prometheus_client's mmaps)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return re.findall(r"/(?:counter|gauge_\w+|histogram)_\d+\.db$", maps, re.MULTILINE)
+
+
+def test_a_playback_alone_keeps_its_figures_in_memory(group_of: type[Group]) -> None:
+    """A group of one shares its metrics with nobody: no value files, the same figures."""
+    metrics_port = free_port()
+    playback = group_of("playback", "--workers", "1", "--metrics-port", str(metrics_port))
+    assert playback.pids == {playback.leader.pid}
+    with grpc.insecure_channel(playback.address) as channel:
+        for _ in range(3):
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as got:
+        text = got.read().decode()
+    assert sample(text, "livemesh_rpc_served_total", method=HEALTH_CHECK, code="OK") == 3
+    assert metric_files(playback.leader.pid) == []
 
 
 async def test_a_follower_printing_after_it_is_ready_is_never_blocked(
@@ -236,3 +260,21 @@ async def test_a_follower_printing_after_it_is_ready_is_never_blocked(
             assert await follower.wait() == 0
     logged = "".join(r.getMessage() for r in caplog.records)
     assert logged.count("x") >= 1 << 20
+
+
+def test_the_group_size_is_read_before_the_process_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What decides whether a kind's metrics go to shared files (a group of more than one)
+    or stay in memory: the flag over the environment over the default of one, 0 one per
+    core, and None (the process's own parser then says why) for a bad value."""
+    monkeypatch.delenv("LIVEMESH_WORKERS", raising=False)
+    monkeypatch.setenv(SETTINGS_ENV, "")  # no settings file
+    assert workers.group_size(PlaybackSettings, ["--port", "0"]) == 1
+    assert workers.group_size(GatewaySettings, ["--workers", "3", "--rate", "5"]) == 3
+    assert workers.group_size(GatewaySettings, ["--workers=2"]) == 2
+    assert workers.group_size(PlaybackSettings, ["--workers", "0"]) == workers.count(0) > 0
+    monkeypatch.setenv("LIVEMESH_WORKERS", "4")
+    assert workers.group_size(PlaybackSettings, []) == 4
+    assert workers.group_size(PlaybackSettings, ["--workers", "1"]) == 1
+    assert workers.group_size(PlaybackSettings, ["--workers", "many"]) is None
