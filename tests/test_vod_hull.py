@@ -85,3 +85,17 @@ def test_bd_rate_follows_the_curve_between_sparse_points() -> None:
     sparse = [(rate(q), q) for q in (30.0, 35.0, 40.0)]
     dense = [(rate(30 + 1.25 * i), 30 + 1.25 * i) for i in range(9)]
     assert bd_rate(sparse, dense) == pytest.approx(0.0, abs=0.01)
+
+
+def test_rungs_reach_down_to_the_floor_of_a_hull_that_tops_out_high() -> None:
+    """A hard title's top rung is dear: its steps widen so the bottom rung still plays on
+    the slowest connection the service serves, evenly spaced in log-rate."""
+    hull = [p(k, 20 + 8 * math.log10(k)) for k in (250, 400, 600, 900, 1400, 2200, 3400, 6400)]
+    rungs = select_rungs(hull, count=4, good_enough=99, step=1.6, floor_kbps=600)
+    assert [r.kbps for r in rungs] == [400, 900, 2200, 6400]
+    # a floor the plain steps reach anyway changes nothing; one under the hull's cheapest
+    # point widens the steps only down to that point
+    high_floor = select_rungs(hull, count=4, good_enough=99, step=1.6, floor_kbps=3000)
+    assert [r.kbps for r in high_floor] == [600, 1400, 3400, 6400]
+    low_floor = select_rungs(hull, count=4, good_enough=99, step=1.6, floor_kbps=50)
+    assert [r.kbps for r in low_floor] == [400, 1400, 6400]

@@ -9,7 +9,10 @@ Rungs are picked from the top down: the top is the cheapest hull point that reac
 ``good_enough`` quality (bits beyond it buy nothing a viewer sees, which is where a
 simple title saves), or the best point within the bitrate cap; each lower rung is the
 best hull point at least ``step`` times cheaper than the one above, so a player has
-distinct choices.
+distinct choices. The steps widen, evenly in log-rate, as far as the ladder needs to
+reach ``floor_kbps`` with its ``count`` rungs: a title ladder serves every connection
+the service serves (the fixed ladder's lowest rung, 600 kb/s), so a title whose hull
+tops out high does not leave a viewer on a slower link with nothing to play.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 
 GOOD_ENOUGH_DB = 45.0
 MAX_KBPS = 8000.0
+FLOOR_KBPS = 600.0  # the slowest connection the service plays on: the fixed ladder's bottom
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ def select_rungs(
     max_kbps: float = MAX_KBPS,
     min_kbps: float = 50.0,
     step: float = 1.6,
+    floor_kbps: float = FLOOR_KBPS,
 ) -> list[Probe]:
     """Up to ``count`` rungs along ``hull`` (from :func:`upper_hull`), cheapest first."""
     affordable = [p for p in hull if min_kbps <= p.kbps <= max_kbps]
@@ -68,6 +73,9 @@ def select_rungs(
         return []
     top = next((p for p in affordable if p.quality >= good_enough), affordable[-1])
     rungs = [top]
+    if count > 1:  # wide enough that ``count`` rungs reach down to the floor (or the hull's end)
+        bottom = max(floor_kbps, affordable[0].kbps)
+        step = max(step, (top.kbps / bottom) ** (1 / (count - 1)))
     while len(rungs) < count:
         cheaper = [p for p in affordable if p.kbps * step <= rungs[-1].kbps]
         if not cheaper:
