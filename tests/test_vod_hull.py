@@ -92,10 +92,10 @@ def test_rungs_reach_down_to_the_floor_of_a_hull_that_tops_out_high() -> None:
     the slowest connection the service serves, evenly spaced in log-rate."""
     hull = [p(k, 20 + 8 * math.log10(k)) for k in (250, 400, 600, 900, 1400, 2200, 3400, 6400)]
     rungs = select_rungs(hull, count=4, good_enough=99, step=1.6, floor_kbps=600)
-    assert [r.kbps for r in rungs] == [400, 900, 2200, 6400]
-    # a floor the plain steps reach anyway changes nothing; one under the hull's cheapest
-    # point widens the steps only down to that point
+    assert [r.kbps for r in rungs] == [600, 1400, 3400, 6400]
+    # a floor the plain steps reach anyway keeps them; one under the hull's cheapest point
+    # widens them only down to that point
     high_floor = select_rungs(hull, count=4, good_enough=99, step=1.6, floor_kbps=3000)
     assert [r.kbps for r in high_floor] == [600, 1400, 3400, 6400]
     low_floor = select_rungs(hull, count=4, good_enough=99, step=1.6, floor_kbps=50)
-    assert [r.kbps for r in low_floor] == [400, 1400, 6400]
+    assert [r.kbps for r in low_floor] == [250, 900, 2200, 6400]
