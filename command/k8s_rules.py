@@ -4,7 +4,8 @@ Every container runs a real ``livemesh`` server kind, with probes, resources and
 non-root security context. Each one's settings load through :mod:`kernel.config` from
 its flags, its environment (ConfigMaps resolved, Secrets taken as set by the operator)
 and the settings file it mounts, as the process itself would load them, and what a
-cluster needs is set: Redis, URL-token keys, mTLS on every gRPC hop, the region's values.
+cluster needs is set: Redis, URL-token keys, mTLS on every gRPC hop, the region's values,
+a shared VOD store with its credentials from a Secret.
 gRPC services are probed by the gRPC health protocol; edges and shields spread over nodes
 and zones; every channel runs as all its redundant pipelines, never two on one host and
 spread over zones; every Deployment has a PodDisruptionBudget and leaves its replica count to its
@@ -35,6 +36,8 @@ NEEDS_REDIS = (
 )  # fmt: skip
 # kinds that sign or verify URL tokens: without keys they would use the development key
 NEEDS_TOKEN_KEYS = ("edge", "playback")
+# what boto3 reads the VOD bucket's credentials from (kernel/objectstore.py)
+VOD_STORE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 SPREAD_TIERS = ("edge", "shield")
 HEALTH = ["livemesh", "health"]
 ZONE = "topology.kubernetes.io/zone"
@@ -334,6 +337,9 @@ def _cluster_needs(settings: Settings, env: Mapping[str, str]) -> Iterator[str]:
             yield "an edge needs --public-url: the URL players are handed"
         if getattr(settings, "qoe", "off") == "on" and not getattr(settings, "redis_url", None):
             yield f"an edge with --qoe on needs REDIS_URL: the QoE stream's Redis ({README})"
+    store = getattr(settings, "vod_store", None)
+    if store is not None:
+        yield from _vod_store_needs(kind, str(store), env)
     try:
         if isinstance(settings, TlsSettings) and tls_paths(settings) is None:
             yield f"livemesh {kind} speaks gRPC: mTLS needs {CA_ENV}, {CERT_ENV}, {KEY_ENV}"
@@ -345,6 +351,21 @@ def _cluster_needs(settings: Settings, env: Mapping[str, str]) -> Iterator[str]:
     metrics_host = getattr(settings, "metrics_host", "0.0.0.0")
     if _loopback(metrics_host):
         yield f"serves /metrics and its probes on {metrics_host}: the kubelet cannot reach them"
+
+
+def _vod_store_needs(kind: str, store: str, env: Mapping[str, str]) -> Iterator[str]:
+    """A process with a VOD store (catalog, gateway, origin) shares it with its replicas
+    and the other two kinds: in a cluster that is an S3 bucket (a pod's directory dies with
+    the pod and no other pod sees it), and the bucket's credentials come from a Secret."""
+    if not store.startswith("s3://"):
+        yield (
+            f"livemesh {kind} needs LIVEMESH_VOD_STORE = s3://bucket/prefix (ConfigMap "
+            f"livemesh-region key vod_store, {README}): {store!r} is the pod's own directory"
+        )
+        return
+    for name in VOD_STORE_CREDENTIALS:
+        if not env.get(name, "").startswith("<secret "):
+            yield f"livemesh {kind} needs {name} from a Secret (secretKeyRef), never a value"
 
 
 def _loopback(host: str) -> bool:

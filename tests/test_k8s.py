@@ -123,6 +123,25 @@ def redis_key(docs: list[Doc], name: str) -> str:
     return key
 
 
+def test_the_vod_store_is_the_regions_bucket_with_the_operators_credentials(
+    one_region: list[Doc],
+) -> None:
+    """Every process with a VOD store (the gateway puts uploads, the catalog publishes,
+    the origin serves) reads the one bucket of ConfigMap livemesh-region, its credentials
+    from Secret livemesh-secrets."""
+    region = next(d for d in one_region if d["metadata"]["name"].startswith("livemesh-region"))
+    for name in ("catalog", "gateway", "origin"):
+        env = {e["name"]: e.get("valueFrom", e) for e in container(one_region, name)["env"]}
+        store = env["LIVEMESH_VOD_STORE"]["configMapKeyRef"]
+        assert store["name"] == region["metadata"]["name"] and store["key"] == "vod_store"
+        for variable, key in (
+            ("AWS_ACCESS_KEY_ID", "vod_store_access_key_id"),
+            ("AWS_SECRET_ACCESS_KEY", "vod_store_secret_access_key"),
+        ):
+            assert env[variable]["secretKeyRef"] == {"name": "livemesh-secrets", "key": key}
+    assert region["data"]["vod_store"].startswith("s3://")
+
+
 def test_two_regions_have_their_own_caches_and_redis_but_share_the_global_state() -> None:
     docs = render(K8S / "overlays" / "two-regions")
     for region in ("eu-west", "us-east"):
@@ -264,6 +283,15 @@ def test_our_rules_catch_each_breach(one_region: list[Doc]) -> None:
         env = container(docs, "edge")["env"]
         env[:] = [e for e in env if e["name"] != "REDIS_URL"]
 
+    def no_vod_store(docs: list[Doc]) -> None:
+        env = container(docs, "catalog")["env"]
+        env[:] = [e for e in env if e["name"] != "LIVEMESH_VOD_STORE"]
+
+    def vod_store_key_committed(docs: list[Doc]) -> None:
+        env = container(docs, "origin")["env"]
+        env[:] = [e for e in env if e["name"] != "AWS_SECRET_ACCESS_KEY"]
+        env.append({"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI"})
+
     cases = {
         no_probe: "Deployment playback (namespace livemesh): container playback: no livenessProbe",
         http_probe_on_grpc: "readinessProbe: a gRPC service on mTLS is probed by exec "
@@ -287,6 +315,9 @@ def test_our_rules_catch_each_breach(one_region: list[Doc]) -> None:
         replicas_under_hpa: "Deployment edge (namespace livemesh): sets replicas, which every "
         "apply would reset under HorizontalPodAutoscaler edge",
         misspelt_settings: "settings.toml: no such edeg",
+        no_vod_store: "container catalog: livemesh catalog needs LIVEMESH_VOD_STORE = s3://",
+        vod_store_key_committed: "container origin: livemesh origin needs AWS_SECRET_ACCESS_KEY "
+        "from a Secret",
         preferred_apart: "Deployment packager-demo-b (namespace livemesh): a pipeline needs a "
         f"required pod anti-affinity on {HOSTNAME}",
         one_pipeline: "channel demo (namespace livemesh): runs pipelines a; a channel runs as a, b",
@@ -332,6 +363,11 @@ def test_an_overlay_missing_a_region_setting_fails_naming_it(tmp_path: Path) -> 
     assert any(
         "Deployment edge (namespace livemesh-test): container edge: env LIVEMESH_EDGE_PUBLIC_URL "
         "needs key 'edge_public_url' of ConfigMap livemesh-region" in p
+        for p in problems
+    ), problems
+    assert any(
+        "container catalog: env LIVEMESH_VOD_STORE needs key 'vod_store' of ConfigMap "
+        "livemesh-region" in p
         for p in problems
     ), problems
     done = subprocess.run(

@@ -73,3 +73,29 @@ def test_bd_rate_needs_a_shared_quality_range() -> None:
         bd_rate([(100, 30), (200, 32)], [(100, 40), (200, 42)])
     with pytest.raises(ValueError, match="two points"):
         bd_rate([(100, 30)], [(100, 30), (200, 32)])
+
+
+def test_bd_rate_follows_the_curve_between_sparse_points() -> None:
+    """Three points and nine of one convex log-rate curve are the same encoder: straight
+    chords between the three would lie above the curve and call the nine 3.8 % cheaper."""
+
+    def rate(quality: float) -> float:
+        return math.exp(5 + 0.1 * (quality - 30) + 0.01 * (quality - 30) ** 2)
+
+    sparse = [(rate(q), q) for q in (30.0, 35.0, 40.0)]
+    dense = [(rate(30 + 1.25 * i), 30 + 1.25 * i) for i in range(9)]
+    assert bd_rate(sparse, dense) == pytest.approx(0.0, abs=0.01)
+
+
+def test_rungs_reach_down_to_the_floor_of_a_hull_that_tops_out_high() -> None:
+    """A hard title's top rung is dear: its steps widen so the bottom rung still plays on
+    the slowest connection the service serves, evenly spaced in log-rate."""
+    hull = [p(k, 20 + 8 * math.log10(k)) for k in (250, 400, 600, 900, 1400, 2200, 3400, 6400)]
+    rungs = select_rungs(hull, count=4, good_enough=99, step=1.6, floor_kbps=600)
+    assert [r.kbps for r in rungs] == [600, 1400, 3400, 6400]
+    # a floor the plain steps reach anyway keeps them; one under the hull's cheapest point
+    # widens them only down to that point
+    high_floor = select_rungs(hull, count=4, good_enough=99, step=1.6, floor_kbps=3000)
+    assert [r.kbps for r in high_floor] == [600, 1400, 3400, 6400]
+    low_floor = select_rungs(hull, count=4, good_enough=99, step=1.6, floor_kbps=50)
+    assert [r.kbps for r in low_floor] == [250, 900, 2200, 6400]

@@ -9,16 +9,23 @@ Rungs are picked from the top down: the top is the cheapest hull point that reac
 ``good_enough`` quality (bits beyond it buy nothing a viewer sees, which is where a
 simple title saves), or the best point within the bitrate cap; each lower rung is the
 best hull point at least ``step`` times cheaper than the one above, so a player has
-distinct choices.
+distinct choices. Below the top the rungs are the hull points nearest to even steps in
+log-rate, widened as far as the ladder needs to reach ``floor_kbps`` with its ``count``
+rungs, and the bottom rung is the best point at or under its step: a title ladder serves
+every connection the service serves (the fixed ladder's lowest rung, 600 kb/s), so a
+title whose hull tops out high does not leave a viewer on a slower link with nothing to
+play.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 GOOD_ENOUGH_DB = 45.0
 MAX_KBPS = 8000.0
+FLOOR_KBPS = 600.0  # the slowest connection the service plays on: the fixed ladder's bottom
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ def select_rungs(
     max_kbps: float = MAX_KBPS,
     min_kbps: float = 50.0,
     step: float = 1.6,
+    floor_kbps: float = FLOOR_KBPS,
 ) -> list[Probe]:
     """Up to ``count`` rungs along ``hull`` (from :func:`upper_hull`), cheapest first."""
     affordable = [p for p in hull if min_kbps <= p.kbps <= max_kbps]
@@ -67,10 +75,19 @@ def select_rungs(
     if not affordable:
         return []
     top = next((p for p in affordable if p.quality >= good_enough), affordable[-1])
+    # even steps in log-rate, wide enough that ``count`` rungs reach the floor (or the
+    # hull's cheapest point)
+    bottom = max(floor_kbps, affordable[0].kbps)
+    spread = max(step, (top.kbps / bottom) ** (1 / max(1, count - 1)))
     rungs = [top]
-    while len(rungs) < count:
+    for index in range(1, count):
+        target = top.kbps / spread**index
         cheaper = [p for p in affordable if p.kbps * step <= rungs[-1].kbps]
         if not cheaper:
             break
-        rungs.append(cheaper[-1])
+        if index < count - 1:
+            rungs.append(min(cheaper, key=lambda p: abs(math.log(p.kbps / target))))
+        else:  # the bottom rung plays at the floor: the best point at or under it
+            under = [p for p in cheaper if p.kbps <= max(target, bottom)]  # (rounding)
+            rungs.append(under[-1] if under else cheaper[0])
     return rungs[::-1]

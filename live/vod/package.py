@@ -32,14 +32,18 @@ AUDIO_RATE = 48_000
 AUDIO_BPS = 128_000
 
 
+def gop_params(gop: int) -> str:
+    """x264's parameters for a keyframe every ``gop`` frames and nowhere else: every
+    rendition's segments start at the same times."""
+    return f"keyint={gop}:min-keyint={gop}:scenecut=0"
+
+
 def rung_options(rung: Probe, gop: int) -> dict[str, object]:
     peak = max(1, round(rung.kbps * VBV_PEAK))
     return {
         "preset": LADDER_PRESET,
         "crf": str(rung.crf),
-        "x264-params": (
-            f"keyint={gop}:min-keyint={gop}:scenecut=0:vbv-maxrate={peak}:vbv-bufsize={2 * peak}"
-        ),
+        "x264-params": f"{gop_params(gop)}:vbv-maxrate={peak}:vbv-bufsize={2 * peak}",
     }
 
 

@@ -25,7 +25,7 @@ from livemesh.catalog.v1 import catalog_pb2 as pb
 from livemesh.catalog.v1 import catalog_pb2_grpc as pb_grpc
 from services.catalog.feed import announce
 from services.catalog.store import CatalogStore
-from services.catalog.vod import Publications
+from services.catalog.vod import Publications, Upkeep
 
 MAX_BATCH = 100
 # what CreateTitle adds: titles with media of their own (series and seasons group them,
@@ -108,15 +108,17 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
     async def GetVodPublication(
         self, request: pb.GetVodPublicationRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetVodPublicationResponse:
-        return pb.GetVodPublicationResponse(publication=self.publications.get(request.name))
+        publication = await self.publications.get(request.name)
+        return pb.GetVodPublicationResponse(publication=publication)
 
 
 class CatalogService(Service):
     """The catalog on ``database_url`` (None: a SQLite file of its own, removed at close),
     its titles cached in and announced on ``redis_url``'s Redis when one is given; operators'
     sources in ``vod_store`` (None: it publishes none) up to ``vod_max_bytes`` are published
-    as titles (:mod:`services.catalog.vod`); ``viewers`` verifies viewers' tokens, so that
-    one sent to an operator's method is refused as a viewer's (PERMISSION_DENIED)."""
+    as titles (:mod:`services.catalog.vod`, its rows kept up as ``vod_upkeep`` says);
+    ``viewers`` verifies viewers' tokens, so that one sent to an operator's method is
+    refused as a viewer's (PERMISSION_DENIED)."""
 
     def __init__(
         self,
@@ -126,6 +128,7 @@ class CatalogService(Service):
         vod_store: str | None = None,
         vod_max_bytes: int = DEFAULT_VOD_MAX_BYTES,
         viewers: TokenVerifier | None = None,
+        vod_upkeep: Upkeep | None = None,
     ) -> None:
         self._embedded: EmbeddedDatabase | None = None
         if database_url is None:
@@ -137,7 +140,9 @@ class CatalogService(Service):
         self.seed = seed
         self.viewers = viewers
         objects = open_store(vod_store) if vod_store else None
-        self.publications = Publications(objects, vod_store, self.store, vod_max_bytes)
+        self.publications = Publications(
+            objects, vod_store, self.store, vod_max_bytes, upkeep=vod_upkeep
+        )
 
     def specs(self) -> list[ServiceSpec]:
         return [
@@ -151,6 +156,7 @@ class CatalogService(Service):
 
     async def start(self) -> None:
         await self.store.migrate(seed=self.seed)
+        await self.publications.begin()
 
     async def close(self) -> None:
         await self.publications.close()

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kernel.db import Migration, database_down, migrate, record_cache_ttl
 from kernel.rpc.cache import ReadThroughCache
 from livemesh.catalog.v1 import catalog_pb2 as pb
+from services.catalog import publication_records
 from services.catalog.seed import demo_titles
 
 COMPONENT = "catalog"
@@ -51,6 +52,7 @@ MIGRATIONS = (
             "CREATE INDEX catalog_titles_parent ON catalog_titles (parent, sort_key)",
         ),
     ),
+    publication_records.MIGRATION,
 )
 
 titles = sa.table(

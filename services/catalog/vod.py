@@ -22,9 +22,20 @@ Bad input is refused before anything starts where it can be seen cheaply (a bad 
 unknown or oversized source, a taken title: the call's status); what only the encode finds
 (not a video, corrupt) ends the publication FAILED with ``INVALID_ARGUMENT`` and the reason.
 
-Publications live in the memory of the catalog process that runs them (the catalog runs as
-one process); a restart forgets the ones in flight, whose child dies with it: the operator
-starts again, and the command clears what the dead one left.
+**Publications are rows of the catalog's database** (:mod:`.publication_records`), so
+``GetVodPublication`` answers after a restart and from any catalog replica. The instance
+running one keeps its live state in memory and rewrites its row every ``flush_s`` (the
+replicas read it from there, that much behind); that rewrite is its lease. A catalog that
+stops marks its running publications FAILED (``UNAVAILABLE``: publish again); one that
+dies leaves rows nobody rewrites, which any instance marks so once the lease has lapsed
+(at its start and every ``sweep_s``). The command clears what a dead child left.
+
+**The uploaded source is deleted once it has served**: when the title is published, and
+when the publication failed because of the source itself (not a video, gone: no retry of
+it can succeed). After any other failure (a stopped catalog, an encoder crash, a title id
+taken meanwhile) it is kept ``source_keep_s`` (a day) for the operator to retry, then
+deleted by the sweep unless a running publication reads it: a retry needs no new upload
+of a large file, and the store does not fill with sources nobody will retry.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import json
 import logging
 import os
 import sys
-from collections import OrderedDict
+import time
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -52,6 +63,7 @@ from kernel.rpc.errors import (
 )
 from livemesh.catalog.v1 import catalog_pb2 as pb
 from services.catalog.feed import announce
+from services.catalog.publication_records import ENDED, PublicationRecords
 from services.catalog.store import CatalogStore
 
 log = logging.getLogger(__name__)
@@ -59,7 +71,10 @@ log = logging.getLogger(__name__)
 Stage: TypeAlias = pb.VodPublicationStage
 STAGE_DONE, STAGE_FAILED = pb.VOD_PUBLICATION_STAGE_DONE, pb.VOD_PUBLICATION_STAGE_FAILED
 TAKE_BACK_S = 60.0  # a stored child's time to delete its upload once the catalog said no
-KEPT = 200  # finished publications remembered for GetVodPublication
+# failures no retry of the same source can mend: the source is deleted at once
+SOURCE_FAULTS = ("INVALID_ARGUMENT", "NOT_FOUND")
+STOPPED = "the catalog stopped during the publication: publish it again"
+ABANDONED = "the catalog running the publication stopped answering: publish it again"
 # each phase's share of the whole, in order: where the fraction done starts and ends
 SHARES = {
     pb.VOD_PUBLICATION_STAGE_FETCH: (0.0, 0.05),
@@ -95,6 +110,23 @@ class Failed(Exception):
 
 
 @dataclass(frozen=True)
+class Upkeep:
+    """How often a running publication's row is rewritten (its lease's heartbeat), how
+    long unwritten makes it abandoned, how long a source is kept for a retry, how long an
+    ended publication is kept, and how often all that is swept."""
+
+    flush_s: float = 2.0
+    lease_s: float = 30.0
+    source_keep_s: float = 24 * 3600.0
+    record_keep_s: float = 30 * 24 * 3600.0
+    sweep_s: float = 60.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
 class Stored:
     """What the child says once the media is in the store."""
 
@@ -112,21 +144,31 @@ class Publications:
         catalog: CatalogStore,
         max_source_bytes: int,
         slots: int = 1,
+        upkeep: Upkeep | None = None,
     ) -> None:
         self.store = store
         self.store_url = store_url
         self.catalog = catalog
+        self.records = PublicationRecords(catalog.engine)
         self.max_source_bytes = max_source_bytes
         self.slots = asyncio.Semaphore(slots)
-        self.records: OrderedDict[str, pb.VodPublication] = OrderedDict()
+        self.upkeep = upkeep or Upkeep()
+        self.owner = os.urandom(8).hex()  # this instance, in the rows it runs
+        self.running: dict[str, pb.VodPublication] = {}  # this instance's, live
         self.in_flight: set[str] = set()  # title ids being published
         self.tasks: set[asyncio.Task[None]] = set()
+        self.keeper: asyncio.Task[None] | None = None
 
-    def get(self, name: str) -> pb.VodPublication:
+    async def begin(self) -> None:
+        """Mark abandoned publications FAILED, then keep the rows up (once migrated)."""
+        await self._sweep()
+        self.keeper = asyncio.create_task(self._keep())
+
+    async def get(self, name: str) -> pb.VodPublication:
         validate.parse_name(name, "name", "vodPublications")
-        record = self.records.get(name)
+        record = self.running.get(name) or await self.records.get(name)
         if record is None:
-            raise NotFound(f"{name} not found (publications are kept while the catalog runs)")
+            raise NotFound(f"{name} not found")
         return record
 
     async def start(self, request: pb.PublishVodTitleRequest) -> pb.VodPublication:
@@ -148,7 +190,11 @@ class Publications:
         except BaseException:
             self.in_flight.discard(title_id)
             raise
-        record = self._new(title_id, source)
+        try:
+            record = await self._new(title_id, source)
+        except BaseException:
+            self.in_flight.discard(title_id)
+            raise
         task = asyncio.create_task(self._run(record, request.display_title))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -169,7 +215,7 @@ class Publications:
                 f"{size} bytes is over the limit of {self.max_source_bytes} bytes",
             )
 
-    def _new(self, title_id: str, source: str) -> pb.VodPublication:
+    async def _new(self, title_id: str, source: str) -> pb.VodPublication:
         now = Timestamp()
         now.GetCurrentTime()
         record = pb.VodPublication(
@@ -180,11 +226,8 @@ class Publications:
             create_time=now,
             update_time=now,
         )
-        self.records[record.name] = record
-        ended = (STAGE_DONE, STAGE_FAILED)
-        finished = [n for n, r in self.records.items() if r.stage in ended]  # oldest first
-        for name in finished[: max(0, len(finished) - KEPT)]:
-            del self.records[name]
+        await self.records.add(record, self.owner, now_ms())
+        self.running[record.name] = record
         return record
 
     async def _run(self, record: pb.VodPublication, display_title: str) -> None:
@@ -202,6 +245,56 @@ class Publications:
             _fail(record, "INTERNAL", "the publication failed unexpectedly (see the catalog log)")
         finally:
             self.in_flight.discard(record.title_id)
+        try:
+            await self._ended(record)
+        except Exception:  # the row is rewritten with the rest of the running ones
+            log.exception("recording the end of publication %s failed", record.name)
+
+    async def _ended(self, record: pb.VodPublication) -> None:
+        """Write the ended ``record``; delete its source if it has served (module doc)."""
+        await self.records.save([record], self.owner, now_ms())
+        self.running.pop(record.name, None)
+        if record.stage == STAGE_DONE or record.error_code in SOURCE_FAULTS:
+            await self._delete_source(record.source_object)
+
+    async def _delete_source(self, source: str) -> None:
+        """Delete ``source`` unless a running publication reads it."""
+        assert self.store is not None
+        if await self.records.in_use(source):
+            return
+        await self.store.delete(source)
+        await self.records.let_go(source)
+
+    async def _keep(self) -> None:
+        """Rewrite this instance's running rows every ``flush_s``; sweep every ``sweep_s``.
+        A database that is down costs a round, not the loop."""
+        last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(self.upkeep.flush_s)
+            try:
+                await self.records.save(list(self.running.values()), self.owner, now_ms())
+                for name in [n for n, r in self.running.items() if r.stage in ENDED]:
+                    del self.running[name]  # written now; its end could not be before
+                if time.monotonic() - last_sweep >= self.upkeep.sweep_s:
+                    last_sweep = time.monotonic()
+                    await self._sweep()
+            except Exception:
+                log.exception("keeping the VOD publications' rows failed (retried)")
+
+    async def _sweep(self) -> None:
+        """Fail abandoned publications, delete sources past their keep, forget old rows."""
+        now = now_ms()
+        for record, owner, written in await self.records.abandoned(
+            now - int(self.upkeep.lease_s * 1000)
+        ):
+            _fail(record, "UNAVAILABLE", ABANDONED)
+            await self.records.take_over(record, (owner, written), self.owner, now)
+        if self.store is not None:
+            for source in await self.records.expired_sources(
+                now - int(self.upkeep.source_keep_s * 1000)
+            ):
+                await self._delete_source(source)
+        await self.records.forget(now - int(self.upkeep.record_keep_s * 1000))
 
     async def _publish(self, record: pb.VodPublication, display_title: str) -> pb.Title:
         """Run the child to the stored media, add the title, let the child finish."""
@@ -243,10 +336,21 @@ class Publications:
         ]
 
     async def close(self) -> None:
-        """Stop every publication (their children are killed, nothing is published)."""
+        """Stop every publication (their children are killed, nothing is published) and
+        mark it FAILED, retryable."""
+        if self.keeper is not None:
+            self.keeper.cancel()
+            await asyncio.gather(self.keeper, return_exceptions=True)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        stopped = list(self.running.values())
+        for record in stopped:
+            _fail(record, "UNAVAILABLE", STOPPED)
+        try:
+            await self.records.save(stopped, self.owner, now_ms())
+        except Exception:  # their lease lapses instead: the next sweep marks them
+            log.exception("marking %d stopped publications failed", len(stopped))
         if self.store is not None:
             await self.store.close()
 

@@ -2,7 +2,9 @@
 the object store as a title and follows its progress, on a real gRPC server with a real
 encode (a one-second 160x90 lavfi clip, so each publication takes a few seconds). Bad input
 is refused with a reason; a failed publication leaves nothing published and can be retried;
-only operators may call."""
+publications outlive a catalog restart (on SQLite and PostgreSQL); an uploaded source is
+deleted once it has served, or kept for a retry and deleted later; only operators may
+call."""
 
 from __future__ import annotations
 
@@ -18,10 +20,13 @@ import pytest
 from kernel.objectstore import LocalStore
 from kernel.rpc import credentials
 from kernel.rpc.clients import RpcChannelFactory
+from kernel.rpc.process import serve
 from kernel.rpc.server import RunningServer
 from livemesh.catalog.v1 import catalog_pb2 as pb
 from livemesh.catalog.v1 import catalog_pb2_grpc as pb_grpc
+from services.catalog.publication_records import PublicationRecords
 from services.catalog.service import CatalogService
+from services.catalog.vod import ABANDONED, STOPPED, Upkeep, now_ms
 from tests.conftest import bearer
 from tests.services.conftest import Metadata, Presenting, Start, expect_error
 
@@ -99,6 +104,7 @@ async def test_an_operator_publishes_a_stored_clip_and_follows_its_progress(
     listed = (await stub.GetTitle(pb.GetTitleRequest(name="titles/bars"))).title
     assert listed == done.title
     assert await objects.size("vod/bars/manifest.mpd")
+    assert await objects.size(SOURCE) is None  # the title stands on its own media now
     again = await expect_error(
         stub.PublishVodTitle(publish("bars")), grpc.StatusCode.ALREADY_EXISTS
     )
@@ -157,6 +163,7 @@ async def test_a_source_that_is_no_video_fails_leaving_nothing_and_a_retry_publi
             failed.error_message
         ), failed.error_message
         assert await objects.names("vod/retried") == []
+        assert await objects.size(source) is None  # no retry of it could succeed
         await expect_error(
             stub.GetTitle(pb.GetTitleRequest(name="titles/retried")), grpc.StatusCode.NOT_FOUND
         )
@@ -178,6 +185,97 @@ async def test_a_title_taken_during_the_encode_is_not_published_twice(
     assert await objects.names("vod/raced") == []
     title = (await stub.GetTitle(pb.GetTitleRequest(name="titles/raced"))).title
     assert title.display_title == "First"
+    assert await objects.size(SOURCE)  # kept: the operator may publish it under another id
+
+
+async def test_a_source_kept_for_a_retry_is_deleted_after_its_keep(
+    start: Start, factory: RpcChannelFactory, operator_auth: Metadata, objects: LocalStore
+) -> None:
+    """A failure that is not the source's fault keeps it only ``source_keep_s``."""
+    upkeep = Upkeep(flush_s=0.05, source_keep_s=0.0, sweep_s=0.0)
+    stub = stub_of(await catalog(start, objects, vod_upkeep=upkeep), factory, operator_auth)
+    started = (await stub.PublishVodTitle(publish("orbital"))).publication
+    movie = pb.Title(kind=pb.TITLE_KIND_MOVIE, display_title="First")
+    await stub.CreateTitle(pb.CreateTitleRequest(title_id="orbital", title=movie))
+    assert (await followed(stub, started.name))[-1].error_code == "ALREADY_EXISTS"
+    async with asyncio.timeout(10):  # the sweep runs every flush (each 0.05 s) here
+        while await objects.size(SOURCE) is not None:
+            await asyncio.sleep(0.05)
+
+
+async def test_publications_outlive_a_catalog_restart(
+    factory: RpcChannelFactory,
+    operator_auth: Metadata,
+    objects: LocalStore,
+    clip: bytes,
+    any_database: str,
+) -> None:
+    """A finished publication still answers after a restart; one in flight when the catalog
+    stopped answers FAILED, retryable, and its source is still there to retry with."""
+    first = CatalogService(any_database, vod_store=str(objects.root))
+    running = await serve(first)
+    try:
+        stub = stub_of(running, factory, operator_auth)
+        done = (
+            await followed(stub, (await stub.PublishVodTitle(publish("one"))).publication.name)
+        )[-1]
+        assert done.stage == DONE, done.error_message
+        await objects.put("uploads/two/source", clip)
+        cut = (await stub.PublishVodTitle(publish("two", "uploads/two/source"))).publication
+    finally:
+        await running.stop(0)
+        await first.close()
+    second = CatalogService(any_database, vod_store=str(objects.root))
+    running = await serve(second)
+    try:
+        stub = stub_of(running, factory, operator_auth)
+        after = await stub.GetVodPublication(pb.GetVodPublicationRequest(name=done.name))
+        assert after.publication == done
+        stopped = await stub.GetVodPublication(pb.GetVodPublicationRequest(name=cut.name))
+        assert stopped.publication.stage == FAILED, stopped
+        assert stopped.publication.error_code == "UNAVAILABLE"
+        assert stopped.publication.error_message == STOPPED
+        assert await objects.names("vod/two") == []
+        retried = (await stub.PublishVodTitle(publish("two", "uploads/two/source"))).publication
+        assert (await followed(stub, retried.name))[-1].stage == DONE
+    finally:
+        await running.stop(0)
+        await second.close()
+
+
+async def test_a_publication_whose_catalog_died_is_failed_once_its_lease_lapses(
+    start: Start,
+    factory: RpcChannelFactory,
+    operator_auth: Metadata,
+    objects: LocalStore,
+    database_url: str,
+) -> None:
+    """A catalog killed mid-publication never marks it: its row, unwritten past the lease,
+    is marked FAILED by the next catalog that sweeps."""
+    dead = CatalogService(database_url, vod_store=str(objects.root))
+    await dead.store.migrate()
+    records = PublicationRecords(dead.engine)
+    rows = {}
+    for title_id, written_ms in (("late", now_ms() - 60_000), ("alive", now_ms())):
+        rows[title_id] = pb.VodPublication(
+            name=f"vodPublications/{title_id}",
+            title_id=title_id,
+            source_object=SOURCE,
+            stage=pb.VOD_PUBLICATION_STAGE_ENCODE,
+        )
+        await records.add(rows[title_id], "a-catalog-that-died", written_ms)
+    await dead.close()
+    upkeep = Upkeep(lease_s=30.0)
+    running = await start(
+        CatalogService(database_url, vod_store=str(objects.root), vod_upkeep=upkeep)
+    )
+    stub = stub_of(running, factory, operator_auth)
+    read = pb.GetVodPublicationRequest(name="vodPublications/late")
+    late = (await stub.GetVodPublication(read)).publication
+    assert late.stage == FAILED and late.error_code == "UNAVAILABLE", late
+    assert late.error_message == ABANDONED
+    read = pb.GetVodPublicationRequest(name="vodPublications/alive")
+    assert (await stub.GetVodPublication(read)).publication == rows["alive"]
 
 
 async def test_only_operators_publish_or_read_publications(
