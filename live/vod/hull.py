@@ -7,11 +7,11 @@ the upper convex hull of those points; a ladder is a few points picked along it
 
 Rungs are picked from the top down: the top is the cheapest hull point that reaches
 ``good_enough`` quality (bits beyond it buy nothing a viewer sees, which is where a
-simple title saves), or the best point within the bitrate cap; each lower rung is the
-best hull point at least ``step`` times cheaper than the one above, so a player has
-distinct choices. Below the top the rungs are the hull points nearest to even steps in
-log-rate, widened as far as the ladder needs to reach ``floor_kbps`` with its ``count``
-rungs, and the bottom rung is the best point at or under its step: a title ladder serves
+simple title saves), or the best point within the bitrate cap. Below the top the rungs
+are the hull points nearest to even steps in log-rate, each at least ``step`` times
+cheaper than the one above (so a player has distinct choices), the steps widened as far
+as the ladder needs to reach ``floor_kbps`` with its ``count`` rungs; the bottom rung is
+the best point at or under its step: a title ladder serves
 every connection the service serves (the fixed ladder's lowest rung, 600 kb/s), so a
 title whose hull tops out high does not leave a viewer on a slower link with nothing to
 play.

@@ -52,6 +52,7 @@ from typing import Any, TypeAlias
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from kernel.clock import now_ms
 from kernel.objectstore import InvalidName, ObjectStore, check_name
 from kernel.rpc import validate
 from kernel.rpc.errors import (
@@ -122,10 +123,6 @@ class Upkeep:
     sweep_s: float = 60.0
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 @dataclass(frozen=True)
 class Stored:
     """What the child says once the media is in the store."""
@@ -187,10 +184,6 @@ class Publications:
         self.in_flight.add(title_id)
         try:
             await self._check(title_id, source)
-        except BaseException:
-            self.in_flight.discard(title_id)
-            raise
-        try:
             record = await self._new(title_id, source)
         except BaseException:
             self.in_flight.discard(title_id)

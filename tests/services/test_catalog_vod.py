@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
+from kernel.clock import now_ms
 from kernel.objectstore import LocalStore
 from kernel.rpc import credentials
 from kernel.rpc.clients import RpcChannelFactory
@@ -26,7 +27,7 @@ from livemesh.catalog.v1 import catalog_pb2 as pb
 from livemesh.catalog.v1 import catalog_pb2_grpc as pb_grpc
 from services.catalog.publication_records import PublicationRecords
 from services.catalog.service import CatalogService
-from services.catalog.vod import ABANDONED, STOPPED, Upkeep, now_ms
+from services.catalog.vod import ABANDONED, STOPPED, Upkeep
 from tests.conftest import bearer
 from tests.services.conftest import Metadata, Presenting, Start, expect_error
 
